@@ -1,0 +1,148 @@
+"""One training job: validate, train, evaluate, write the run outputs, return the objective(s).
+
+`run(cfg, out_dir)` is the task function behind `python -m vae_sweep`; a sweep calls it once per trial.
+It returns one float, or a tuple of floats when config names several objectives, and knows nothing of Optuna.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from vae_sweep import data as datasets
+from vae_sweep.errors import ConfigError
+from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
+from vae_sweep.models import count_parameters
+from vae_sweep.pictures import save_pictures
+from vae_sweep.train import Parts, TrainState, atomic_write, build, fit, load_checkpoint, nan_to_none, restore
+from vae_sweep.validate import check_device, validate
+
+log = logging.getLogger(__name__)
+
+UNITS = {
+    "distortion": "nats per example: -log p(x|z) summed over pixels, averaged over validation examples",
+    "rate": "nats per example: KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
+    "neg_elbo": "nats per example: distortion + rate",
+    "mse": "per pixel: squared error of the decoded mean, averaged over pixels and examples",
+    "iwae_nll": "nats per example: importance-weighted bound on -log p(x) with iwae_k samples",
+    "kl_per_dim": "nats per example, one entry per latent dimension",
+    "active_units": "count of latent dims with Var_x(E_q[z_i]) > 0.01",
+}
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_threads(threads: int | None) -> int:
+    """Never more torch threads than cores; `None` means all cores."""
+    n = min(threads or cpu_count(), cpu_count())
+    torch.set_num_threads(n)
+    return n
+
+
+def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, torch.device]:
+    """Everything that can fail because of user input, before any training: config values, device,
+    dataset, model-vs-image-size, the checkpoint to resume from."""
+    validate(cfg)
+    device = check_device(cfg.device)
+    set_threads(cfg.threads)
+    data = datasets.load(cfg.dataset, device)
+    if cfg.batch_size > len(data.train_x):
+        raise ConfigError(f"batch_size={cfg.batch_size}: must be at most the {len(data.train_x)} training examples")
+    ckpt = load_checkpoint(cfg.resume, cfg) if cfg.resume else None
+    torch.manual_seed(cfg.seed)
+    parts = build(cfg, data.shape, device)
+    return data, parts, ckpt, device
+
+
+def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
+    """Train one model and write metrics.json, history.csv, model.pt and pictures into out_dir."""
+    start = time.perf_counter()
+    try:
+        data, parts, ckpt, device = prepare(cfg)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
+    state = TrainState(shuffle=torch.Generator().manual_seed(cfg.seed))
+    if ckpt is not None:
+        restore(parts, ckpt, state)
+        log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
+    base = describe(cfg, parts, device)
+    write_metrics(out_dir, base | {"status": "running"})
+    try:
+        fit(parts, data, cfg, state, out_dir)
+        metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == "completed" else {}
+    except BaseException as e:  # record every way a run can end, then let it propagate
+        write_metrics(out_dir, base | progress(state, start) | {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        raise
+    metrics = base | metrics | progress(state, start) | {"status": state.status}
+    write_metrics(out_dir, metrics)
+    log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.objectives))
+    return objectives(cfg, metrics)
+
+
+def describe(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:
+    """The run's identity in metrics.json: its settings, size and units."""
+    knobs = {k: cfg.get(k) for k in ("beta", "latent_dim", "lr", "batch_size", "seed")}
+    return {
+        **knobs,
+        **group_choices(cfg),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "params": count_parameters(parts.model),
+        "units": UNITS,
+    }
+
+
+def group_choices(cfg: DictConfig) -> dict[str, str]:
+    """Which option of each group made this config (`model: conv`), as Hydra recorded it; outside a Hydra
+    run (the Compose API), the `_target_` names stand in."""
+    groups = ("model", "loss", "likelihood", "optimizer", "dataset")
+    if HydraConfig.initialized():
+        choices = HydraConfig.get().runtime.choices
+        return {g: choices.get(g) for g in groups}
+    return {g: cfg[g]._target_.rsplit(".", 1)[-1] for g in groups}
+
+
+def progress(state: TrainState, start: float) -> dict:
+    return {
+        "epochs": state.epoch,
+        "steps": state.step,
+        "train_seconds": round(state.train_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - start, 3),
+    }
+
+
+def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state: TrainState, out_dir: Path) -> dict:
+    """Validation metrics in the units of UNITS, and the pictures."""
+    stochastic = parts.loss.stochastic
+    val = validation_terms(parts.model, parts.likelihood, data.val_x, stochastic, cfg.eval.batch_size)
+    metrics = {k: val[k] for k in ("distortion", "mse")}
+    if stochastic:
+        metrics |= {k: val[k] for k in ("rate", "neg_elbo", "kl_per_dim")}
+        metrics["active_units"] = active_units(val["mu"])
+        if cfg.eval.iwae_k:
+            metrics["iwae_nll"] = iwae_nll(parts.model, parts.likelihood, data.val_x, cfg.eval.iwae_k)
+            metrics["iwae_k"] = cfg.eval.iwae_k
+    if cfg.eval.pictures:
+        save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
+    return metrics
+
+
+def objectives(cfg: DictConfig, metrics: dict) -> float | tuple[float, ...]:
+    """The metric(s) named by cfg.objectives; NaN for each when the run diverged (the sweeper marks it failed)."""
+    values = tuple(float("nan") if metrics.get(k) is None else float(metrics[k]) for k in cfg.objectives)
+    return values[0] if len(values) == 1 else values
+
+
+def write_metrics(out_dir: Path, metrics: dict) -> None:
+    """metrics.json, written atomically: the analysis may read it while the run is going."""
+    clean = {k: nan_to_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
+    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(clean, indent=2) + "\n"))

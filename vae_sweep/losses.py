@@ -1,0 +1,118 @@
+"""Distortion, rate, and the objectives built from them.
+
+Units (the convention every part of vae_sweep shares):
+- distortion D = -log p(x|z), summed over all pixels of one example: nats per example.
+- rate R = KL(q(z|x) || N(0, I)), summed over latent dimensions: nats per example.
+- Objectives average over the batch. neg_elbo = D + R.
+
+One model, many losses: each objective below differs only in how it weighs D and R. Each returns a dict
+of named scalar terms, so every term gets logged without extra code. `loss` is the one to minimise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+# --- likelihoods p(x|z): the distortion term --------------------------------------------------------------
+
+
+class Bernoulli:
+    """p(x|z) = prod_i Bernoulli(x_i; sigmoid(logit_i)), for images in [0, 1]."""
+
+    def distortion(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) in nats, summed over pixels: (B, C, H, W) -> (B,). Grey levels in (0, 1) are used as
+        soft targets (the continuous-Bernoulli normaliser is not included, as in most VAE papers)."""
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+
+
+class Gaussian:
+    """p(x|z) = N(x; sigmoid(logits), sigma^2 I) with a fixed sigma (in the units of pixel values in [0, 1])."""
+
+    def __init__(self, sigma: float = 0.1) -> None:
+        self.sigma = sigma
+
+    def distortion(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log N(x; mean, sigma^2) in nats, summed over pixels: (B, C, H, W) -> (B,)."""
+        mean = torch.sigmoid(logits)
+        nll = 0.5 * ((x - mean) / self.sigma) ** 2 + math.log(self.sigma) + 0.5 * math.log(2 * math.pi)
+        return nll.flatten(1).sum(1)
+
+
+# --- the rate term ----------------------------------------------------------------------------------------
+
+
+def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) for each latent dimension, in nats: (B, L) -> (B, L).
+
+    Closed form from Kingma & Welling 2014, Appendix B: -1/2 (1 + log sigma^2 - mu^2 - sigma^2).
+    """
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+
+
+def rate(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(q(z|x) || N(0, I)) in nats, summed over latent dimensions: (B, L) -> (B,)."""
+    return kl_per_dim(mu, logvar).sum(1)
+
+
+def linear_ramp(step: int, steps: int) -> float:
+    """0 -> 1 linearly over `steps` optimiser steps; 1 from then on (and always 1 when steps == 0)."""
+    return 1.0 if steps <= 0 else min(1.0, step / steps)
+
+
+# --- objectives -------------------------------------------------------------------------------------------
+
+
+class BetaVAELoss:
+    """loss = D + beta * w(t) * R.  beta = 1 is the negative ELBO; beta > 1 is the beta-VAE of
+    Higgins et al. 2017 ("beta-VAE: Learning Basic Visual Concepts with a Constrained Variational Framework").
+    w(t) is an optional KL warm-up: a linear ramp from 0 to 1 over `warmup_steps` (Bowman et al. 2016)."""
+
+    stochastic = True  # the model samples z
+
+    def __init__(self, beta: float = 1.0, warmup_steps: int = 0) -> None:
+        self.beta, self.warmup_steps = beta, warmup_steps
+
+    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """distortion, rate: (B,) in nats. Returns batch means and the loss (a scalar)."""
+        d, r = distortion.mean(), rate.mean()
+        weight = self.beta * linear_ramp(step, self.warmup_steps)
+        return {"loss": d + weight * r, "distortion": d, "rate": r, "kl_weight": torch.tensor(weight)}
+
+
+class CapacityLoss:
+    """loss = D + gamma * w(t) * |R - C(t)|, with the capacity C(t) rising linearly from 0 to `c_max` nats
+    over `c_steps` optimiser steps (Burgess et al. 2018, "Understanding disentangling in beta-VAE", Sec. 5)."""
+
+    stochastic = True
+
+    def __init__(self, gamma: float = 1000.0, c_max: float = 25.0, c_steps: int = 10000, warmup_steps: int = 0) -> None:
+        self.gamma, self.c_max, self.c_steps, self.warmup_steps = gamma, c_max, c_steps, warmup_steps
+
+    def capacity(self, step: int) -> float:
+        """C(t) in nats."""
+        return self.c_max * linear_ramp(step, self.c_steps)
+
+    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        d, r = distortion.mean(), rate.mean()
+        c = self.capacity(step)
+        weight = self.gamma * linear_ramp(step, self.warmup_steps)
+        return {
+            "loss": d + weight * (r - c).abs(),
+            "distortion": d,
+            "rate": r,
+            "capacity": torch.tensor(c),
+            "kl_weight": torch.tensor(weight),
+        }
+
+
+class AutoencoderLoss:
+    """loss = D with z = mu: a plain deterministic autoencoder, the baseline with no sampling and no KL."""
+
+    stochastic = False
+
+    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        d = distortion.mean()
+        return {"loss": d, "distortion": d}

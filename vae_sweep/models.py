@@ -1,0 +1,189 @@
+"""Encoders, decoders and the one VAE that joins them.
+
+Vocabulary follows pytorch/examples `vae/main.py`: `encode -> (mu, logvar)`, `reparameterize`, `decode`,
+`forward -> (recon_logits, mu, logvar)`. The decoder returns *logits*; the image mean is their sigmoid.
+Keeping logits lets the Bernoulli likelihood use the fused, numerically stable BCE-with-logits.
+
+Every architecture is built for an input shape `(C, H, W)` given by the dataset, and says up front
+(`check_input_shape`) whether it can take it, so a mismatch is a one-line config error, not a shape crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from vae_sweep.errors import ConfigError
+
+Shape = tuple[int, int, int]
+
+
+class GaussianHead(nn.Module):
+    """Maps features to (mu, logvar) of q(z|x), from one shared linear layer or two separate ones."""
+
+    def __init__(self, in_features: int, latent_dim: int, split_heads: bool) -> None:
+        super().__init__()
+        self.split_heads = split_heads
+        if split_heads:
+            self.mu = nn.Linear(in_features, latent_dim)
+            self.logvar = nn.Linear(in_features, latent_dim)
+        else:
+            self.both = nn.Linear(in_features, 2 * latent_dim)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.split_heads:
+            return self.mu(h), self.logvar(h)
+        mu, logvar = self.both(h).chunk(2, dim=-1)  # (B, L) each
+        return mu, logvar
+
+
+class VAE(nn.Module):
+    """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), p(x|z) given by decoder logits.
+
+    `encoder(x) -> features (B, F)`; `head(features) -> (mu, logvar)`; `decoder(z) -> logits (B, C, H, W)`.
+    """
+
+    def __init__(self, encoder: nn.Module, head: GaussianHead, decoder: nn.Module, latent_dim: int) -> None:
+        super().__init__()
+        self.encoder, self.head, self.decoder = encoder, head, decoder
+        self.latent_dim = latent_dim
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.encoder(x))  # (B, L), (B, L)
+
+    def reparameterize(self, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+        # z = mu + sigma * eps, eps ~ N(0, I): the reparameterization trick (Kingma & Welling 2014, Sec. 2.4)
+        std = torch.exp(0.5 * logvar)
+        return mu + std * torch.randn_like(std)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder(z)  # logits (B, C, H, W)
+
+    def forward(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`sample=False` decodes the posterior mean: the deterministic autoencoder path."""
+        mu, logvar = self.encode(x)
+        z = self.reparameterize(mu, logvar) if sample else mu
+        return self.decode(z), mu, logvar
+
+
+# --- fully connected ------------------------------------------------------------------------------------
+
+
+def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+class MLPDecoder(nn.Module):
+    def __init__(self, latent_dim: int, hidden: Sequence[int], shape: Shape) -> None:
+        super().__init__()
+        self.shape = shape
+        self.body = _mlp([latent_dim, *hidden])
+        self.out = nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(shape))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(z)).view(-1, *self.shape)  # (B, C, H, W)
+
+
+def mlp_vae(input_shape: Shape, latent_dim: int, hidden: Sequence[int] = (400,), split_heads: bool = False) -> VAE:
+    """The classic fully connected VAE (784-400-20 on MNIST): `hidden` lists the encoder's layer widths,
+    and the decoder mirrors them."""
+    hidden = list(hidden)
+    n_in = math.prod(input_shape)
+    encoder = nn.Sequential(nn.Flatten(), _mlp([n_in, *hidden]))
+    head = GaussianHead(hidden[-1] if hidden else n_in, latent_dim, split_heads)
+    decoder = MLPDecoder(latent_dim, hidden[::-1], input_shape)
+    return VAE(encoder, head, decoder, latent_dim)
+
+
+# --- convolutional ----------------------------------------------------------------------------------------
+
+
+def _conv_sides(side: int, n_layers: int) -> list[int]:
+    """Spatial sides through `n_layers` convs with kernel 3, stride 2, padding 1: side -> ceil(side / 2)."""
+    sides = [side]
+    for _ in range(n_layers):
+        sides.append((sides[-1] + 1) // 2)
+    return sides
+
+
+def check_conv_input(input_shape: Shape, channels: Sequence[int], name: str) -> None:
+    """A conv net of n stride-2 layers needs a feature map of at least 2x2 at its end: sides > 2**n."""
+    _, h, w = input_shape
+    n = len(channels)
+    if min(h, w) <= 2**n:
+        raise ConfigError(
+            f"model={name} needs images larger than {2**n}x{2**n} ({n} stride-2 layers); "
+            f"the dataset gives {input_shape[0]}x{h}x{w} (C x H x W): use model=mlp or a larger dataset"
+        )
+
+
+class ConvEncoder(nn.Module):
+    def __init__(self, in_channels: int, channels: Sequence[int], activation: type[nn.Module]) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip([in_channels, *channels[:-1]], channels):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), activation()]
+        self.body = nn.Sequential(*layers, nn.Flatten())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (B, channels[-1] * h * w)
+
+
+class ConvDecoder(nn.Module):
+    """Mirror of ConvEncoder: linear up to the last feature map, then transposed convs back to (C, H, W).
+
+    Each transposed conv maps side s to 2s - 1 + output_padding; output_padding is chosen per layer so
+    that the decoder retraces the encoder's sides exactly (28 -> 14 -> 7 -> 4 comes back 4 -> 7 -> 14 -> 28).
+    """
+
+    def __init__(self, latent_dim: int, channels: Sequence[int], shape: Shape, activation: type[nn.Module]) -> None:
+        super().__init__()
+        c_img, h, w = shape
+        hs, ws = _conv_sides(h, len(channels)), _conv_sides(w, len(channels))
+        self.start = (channels[-1], hs[-1], ws[-1])
+        self.fc = nn.Linear(latent_dim, math.prod(self.start))
+        rev = list(channels[::-1])
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out) in enumerate(zip(rev, [*rev[1:], c_img])):
+            h_in, w_in, h_out, w_out = hs[-1 - i], ws[-1 - i], hs[-2 - i], ws[-2 - i]
+            pad = (h_out - (2 * h_in - 1), w_out - (2 * w_in - 1))
+            layers.append(nn.ConvTranspose2d(c_in, c_out, 3, stride=2, padding=1, output_padding=pad))
+            if i < len(rev) - 1:
+                layers += [nn.BatchNorm2d(c_out), activation()]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.fc(z).view(-1, *self.start))  # logits (B, C, H, W)
+
+
+def conv_vae(
+    input_shape: Shape,
+    latent_dim: int,
+    channels: Sequence[int] = (16, 32, 32),
+    split_heads: bool = False,
+    activation: str = "relu",
+    name: str = "conv",
+) -> VAE:
+    """Conv encoder (3x3 convs, stride 2, BatchNorm) with the mirrored transposed-conv decoder.
+
+    `model=conv`: channels 16-32-32 and ReLU for 28x28 digits; `model=conv64`: channels 32-64-128-256-512 and
+    LeakyReLU for 64x64 RGB faces (the CelebA architecture of AntixK/PyTorch-VAE's VanillaVAE).
+    """
+    channels = list(channels)
+    check_conv_input(input_shape, channels, name)
+    act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}[activation]
+    encoder = ConvEncoder(input_shape[0], channels, act)
+    hs, ws = _conv_sides(input_shape[1], len(channels)), _conv_sides(input_shape[2], len(channels))
+    head = GaussianHead(channels[-1] * hs[-1] * ws[-1], latent_dim, split_heads)
+    decoder = ConvDecoder(latent_dim, channels, input_shape, act)
+    return VAE(encoder, head, decoder, latent_dim)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

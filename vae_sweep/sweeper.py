@@ -1,0 +1,220 @@
+"""The Optuna sweep behind `python -m vae_sweep --multirun`.
+
+It is hydra-optuna-sweeper's own implementation (search-space parsing, trial configuration, the launcher
+and its output format) with a different `sweep` loop, which fixes what the plugin's loop gets wrong for us:
+
+- a NaN objective (a diverged run) crashed the whole sweep: here it is a failed trial, and the sweep goes on;
+- `max_failure_rate` was judged per batch of n_jobs: here it is a budget for the whole study;
+- `n_trials` is the size of the study, so running the same command again tops it up rather than adding
+  n_trials more; trials left RUNNING by a killed process on this machine are marked failed;
+- the sampler is re-seeded from (seed, trial number) for each trial, so a resumed or shared study never
+  re-draws points it already tried;
+- several processes can share one SQLite study: asking for a trial happens under a file lock;
+- parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
+- each trial's metrics.json goes into the study as user attributes, and a summary is written at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+from hydra.core.utils import JobReturn
+from hydra.utils import instantiate
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+
+from vae_sweep.errors import ConfigError
+from vae_sweep.sweep_summary import write_summary
+
+log = logging.getLogger(__name__)
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class VaeOptunaSweeper(OptunaSweeperImpl):
+    def __init__(self, sampler: DictConfig, direction: Any, storage: str | None, study_name: str, n_trials: int,
+                 n_jobs: int, max_failure_rate: float, params: DictConfig | None = None,
+                 search_space: DictConfig | None = None, custom_search_space: str | None = None) -> None:
+        # The sampler stays a config (`_recursive_: false`): it is built anew for each trial with its own seed.
+        super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
+                         search_space, custom_search_space, params)
+
+    def sweep(self, arguments: list[str]) -> None:
+        self._process_searchspace_config()
+        dists, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
+        dists = {**(self.search_space_distributions or {}), **dists}
+        for name in fixed:
+            dists.pop(name, None)
+        check_search_space(self.config, dists, fixed)
+        directions = self._get_directions()
+        storage = make_storage(self.storage)
+        study = optuna.create_study(study_name=self.study_name, storage=storage, directions=directions,
+                                    load_if_exists=True, sampler=self._sampler(0))
+        with storage_lock(self.storage):
+            fail_dead_trials(study)
+        parallel, threads = parallelism(self.n_jobs)
+        log.info("study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
+                 study.study_name, self.storage, len(study.trials), self.n_trials, parallel, threads)
+        while batch := self._ask(study, dists, fixed, parallel):
+            trials, overrides = zip(*batch)
+            overrides = [(*o, f"threads={threads}", "progress=false", f"hydra.sweep.subdir={t.number}")
+                         for t, o in zip(trials, overrides)]
+            try:
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            except KeyboardInterrupt:
+                for trial in trials:
+                    finish(study, trial, TrialState.FAIL, None, {"status": "interrupted"})
+                self._write_results(study, directions)
+                raise
+            self.job_idx += len(returns)
+            for trial, ret in zip(trials, returns):
+                record(study, trial, ret, len(directions))
+            self._check_failure_budget(study)
+        self._write_results(study, directions)
+
+    def _sampler(self, seed_offset: int) -> optuna.samplers.BaseSampler:
+        """The configured sampler, with its seed shifted by `seed_offset` (when it has a seed)."""
+        cfg = self.sampler
+        seed = cfg.get("seed")
+        return instantiate(cfg, **({"seed": seed + seed_offset} if seed is not None else {}))
+
+    def _ask(self, study: optuna.Study, dists: dict, fixed: dict, parallel: int) -> list[tuple]:
+        """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials."""
+        batch = []
+        for _ in range(parallel):
+            with storage_lock(self.storage):
+                number = len(study.get_trials(deepcopy=False))
+                if number >= self.n_trials:
+                    break
+                study.sampler = self._sampler(number)
+                trial = study.ask()
+                trial.set_user_attr("worker", WORKER)
+                batch.append((trial, self._configure_trials([trial], dists, fixed)[0]))
+        return batch
+
+    def _check_failure_budget(self, study: optuna.Study) -> None:
+        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.user_attrs.get("status") != "interrupted"]
+        budget = self.max_failure_rate * self.n_trials
+        if len(failed) > budget:
+            last = failed[-1]
+            self._write_results(study, self._get_directions())
+            raise SystemExit(
+                f"error: sweep stopped: {len(failed)} trials failed, more than hydra.sweeper.max_failure_rate="
+                f"{self.max_failure_rate} of n_trials={self.n_trials} allows; last: trial {last.number} "
+                f"{last.user_attrs.get('status')}: {last.user_attrs.get('error', '')}")
+
+    def _write_results(self, study: optuna.Study, directions: list[str]) -> None:
+        write_summary(study, Path(self.config.hydra.sweep.dir), directions)
+
+
+def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
+    """Every end of every searched range, and every fixed value, must pass the job's own validation."""
+    from vae_sweep.validate import validate
+
+    for name, dist in dists.items():
+        values = getattr(dist, "choices", None) or (dist.low, dist.high)
+        for value in values:
+            cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+            OmegaConf.update(cfg, name, value, force_add=True)
+            try:
+                validate(cfg)
+            except ConfigError as e:
+                raise SystemExit(f"error: hydra.sweeper.params.{name} reaches {value}: {e}") from None
+
+
+def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
+    """An RDB storage; SQLite gets its folder created and a 60 s lock timeout so processes can share it."""
+    if url is None:
+        return None
+    kwargs = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        kwargs = {"connect_args": {"timeout": 60}}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+
+
+@contextlib.contextmanager
+def storage_lock(url: str | None) -> Iterator[None]:
+    """Serialise count-then-ask between processes sharing one SQLite study (an flock beside the file).
+    Other databases get no lock: processes may then overshoot n_trials by up to one batch each."""
+    if not url or not url.startswith("sqlite:///"):
+        yield
+        return
+    with open(url.removeprefix("sqlite:///") + ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fail_dead_trials(study: optuna.Study) -> None:
+    """A trial still RUNNING whose worker process on this machine is gone (killed) is marked failed."""
+    host = socket.gethostname()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            log.warning("trial %d was left running by a process that is gone: marking it failed", t.number)
+            study._storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
+            study._storage.set_trial_state(t._trial_id, TrialState.FAIL)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parallelism(n_jobs: int | None) -> tuple[int, int]:
+    """(trials at once, torch threads per trial): never more threads in all than cores."""
+    from vae_sweep.job import cpu_count
+
+    cores = cpu_count()
+    n = cores if n_jobs in (None, -1) else max(1, int(n_jobs))
+    parallel = min(n, cores)
+    return parallel, max(1, cores // parallel)
+
+
+def record(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objectives: int) -> None:
+    """Tell the study how the trial ended, with its metrics.json as user attributes."""
+    metrics = read_metrics(Path(ret.working_dir or ""))
+    try:
+        value = ret.return_value  # raises the job's exception when it failed
+    except Exception as e:
+        log.warning("trial %d failed: %s: %s", trial.number, type(e).__name__, e)
+        return finish(study, trial, TrialState.FAIL, None, metrics | {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+    values = [float(v) for v in (value if n_objectives > 1 else [value])]
+    if len(values) != n_objectives or any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        log.warning("trial %d diverged: objectives %s", trial.number, values)
+        return finish(study, trial, TrialState.FAIL, None, metrics | {"status": metrics.get("status", "diverged")})
+    finish(study, trial, TrialState.COMPLETE, values, metrics)
+
+
+def finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None, attrs: dict) -> None:
+    trial.set_user_attr("status", attrs.get("status", "completed"))
+    if attrs.get("error"):
+        trial.set_user_attr("error", attrs["error"][:500])
+    trial.set_user_attr("metrics", {k: v for k, v in attrs.items() if isinstance(v, (int, float, str)) or v is None})
+    study.tell(trial, state=state, values=values)
+
+
+def read_metrics(run_dir: Path) -> dict:
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        metrics = {}
+    return metrics | {"run_dir": str(run_dir)}

@@ -1,0 +1,204 @@
+"""The training loop, checkpoints, and the small run-output files (history.csv, model.pt).
+
+The loop is plain PyTorch: data sits on the device as one tensor and batches are taken by index from a
+seeded permutation, so there is no DataLoader, no per-sample transform and no worker process.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from vae_sweep.data import ImageData, as_float
+from vae_sweep.errors import ConfigError
+from vae_sweep.evaluate import validation_terms
+from vae_sweep.losses import rate
+from vae_sweep.models import VAE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Parts:
+    """Everything built from config for one run."""
+
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None
+    loss: object  # a losses.*Loss: __call__(distortion (B,), rate (B,), step) -> dict of scalar terms
+    likelihood: object  # losses.Bernoulli or losses.Gaussian
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores: progress, history and every random stream the loop draws from."""
+
+    epoch: int = 0  # completed epochs
+    step: int = 0  # optimiser steps taken
+    history: list[dict] = field(default_factory=list)
+    shuffle: torch.Generator = field(default_factory=torch.Generator)
+    status: str = "completed"  # or "diverged"
+    train_seconds: float = 0.0
+
+
+def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.device) -> Parts:
+    """Instantiate model, optimizer, scheduler, loss and likelihood from their config groups."""
+    model = instantiate(cfg.model, input_shape=input_shape).to(device)
+    optimizer = instantiate(cfg.optimizer)(model.parameters())
+    scheduler = instantiate(cfg.scheduler)(optimizer) if cfg.get("scheduler") else None
+    return Parts(model, optimizer, scheduler, instantiate(cfg.loss), instantiate(cfg.likelihood))
+
+
+def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
+    """One pass over the training set in shuffled batches. Returns the mean of each loss term, or stops early
+    with state.status = "diverged" when the loss stops being finite."""
+    model, x_all = parts.model, data.train_x
+    model.train()
+    order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
+    n_batches = len(x_all) // cfg.batch_size  # drop the last partial batch: BatchNorm needs full batches
+    if cfg.max_batches:
+        n_batches = min(n_batches, cfg.max_batches)
+    sums: dict[str, torch.Tensor] = {}
+    steps = 0
+    for b in range(n_batches):
+        x = as_float(x_all[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]])  # (B, C, H, W) in [0, 1]
+        logits, mu, logvar = model(x, sample=parts.loss.stochastic)
+        terms = parts.loss(parts.likelihood.distortion(logits, x), rate(mu, logvar), state.step)
+        if not torch.isfinite(terms["loss"]):
+            log.warning("loss is %s at step %d: stopping, status=diverged", terms["loss"].item(), state.step)
+            state.status = "diverged"
+            break
+        parts.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        parts.optimizer.step()
+        state.step += 1
+        steps += 1
+        for k, v in terms.items():
+            sums[k] = sums.get(k, 0.0) + v.detach()
+    return {k: v.item() / max(1, steps) for k, v in sums.items()}
+
+
+def fit(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path) -> TrainState:
+    """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt."""
+    bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress, leave=False)
+    for epoch in bar:
+        start = time.perf_counter()
+        train_terms = train_epoch(parts, data, cfg, state)
+        if state.status == "diverged":
+            break
+        if parts.scheduler is not None:
+            parts.scheduler.step()
+        val = validation_terms(parts.model, parts.likelihood, data.val_x, parts.loss.stochastic, cfg.eval.batch_size)
+        state.train_seconds += time.perf_counter() - start
+        state.epoch = epoch + 1
+        row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"]}
+        row |= {f"train_{k}": v for k, v in train_terms.items()}
+        row |= {f"val_{k}": val[k] for k in ("distortion", "rate", "neg_elbo", "mse")}
+        row["seconds"] = state.train_seconds
+        state.history.append(row)
+        write_history(out_dir / "history.csv", state.history)
+        save_checkpoint(out_dir / "model.pt", parts, state, cfg)
+        bar.set_postfix(loss=f"{train_terms['loss']:.1f}", val_neg_elbo=f"{val['neg_elbo']:.1f}")
+        log.info("epoch %d/%d  %s", state.epoch, cfg.epochs, _fmt(row))
+    return state
+
+
+def _fmt(row: dict) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch",) and isinstance(v, float))
+
+
+# --- files ----------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through a temporary file in the same folder and rename it over `path`, so a reader never sees a
+    half-written file and a crash never leaves one. `write(tmp_path)` does the writing."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def write_history(path: Path, rows: list[dict]) -> None:
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def save_checkpoint(path: Path, parts: Parts, state: TrainState, cfg: DictConfig) -> None:
+    """model.pt: model, optimizer, scheduler, progress, RNG states and the resolved config, all of it
+    plain tensors and containers, so that `torch.load(weights_only=True)` reads it back."""
+    ckpt = {
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "epoch": state.epoch,
+        "step": state.step,
+        "history": state.history,
+        "train_seconds": state.train_seconds,
+        "rng": {"torch": torch.get_rng_state(), "shuffle": state.shuffle.get_state()},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+    if torch.cuda.is_available():
+        ckpt["rng"]["cuda"] = torch.cuda.get_rng_state_all()
+    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def checkpoint_path(resume: str) -> Path:
+    """`resume` may name a run dir (holding model.pt) or the model.pt file itself."""
+    path = Path(resume)
+    path = path / "model.pt" if path.is_dir() else path
+    if not path.is_file():
+        raise ConfigError(f"resume={resume}: no checkpoint there; give a run dir that holds model.pt, or a model.pt file")
+    return path
+
+
+def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
+    """Read a checkpoint safely (weights_only=True: no code runs) and check that it fits this run's config."""
+    path = checkpoint_path(resume)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, or one holding more than tensors and containers
+        raise ConfigError(f"resume={resume}: cannot read {path} as a vae_sweep checkpoint ({type(e).__name__})") from e
+    old = ckpt["config"]
+    for key in ("model", "latent_dim", "dataset"):
+        now = OmegaConf.to_container(cfg, resolve=True)[key]
+        if old[key] != now:
+            raise ConfigError(f"resume={resume}: the checkpoint has {key}={old[key]}, this run asks for {key}={now}; they must match")
+    if ckpt["epoch"] >= cfg.epochs:
+        raise ConfigError(f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs above that to continue")
+    return ckpt
+
+
+def restore(parts: Parts, ckpt: dict, state: TrainState) -> None:
+    """Put model, optimizer, scheduler, progress and RNG streams back where the checkpoint left them."""
+    parts.model.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    if parts.scheduler is not None and ckpt["scheduler"] is not None:
+        parts.scheduler.load_state_dict(ckpt["scheduler"])
+    state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
+    state.train_seconds = ckpt["train_seconds"]
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    state.shuffle.set_state(ckpt["rng"]["shuffle"])
+    if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+
+
+def nan_to_none(x: float | None) -> float | None:
+    """JSON has no NaN: a missing or non-finite number is written as null."""
+    return None if x is None or not math.isfinite(x) else x

@@ -1,0 +1,111 @@
+"""Checks on user input, run before any work starts. Each failure is one line: `setting=value: what it accepts`.
+
+Two stages: `check_argv` looks at the command line before Hydra composes anything (unknown group options,
+an output dir that cannot be written); `validate` looks at the composed config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from numbers import Integral, Real
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from vae_sweep.errors import ConfigError
+
+METRICS = ("distortion", "rate", "neg_elbo", "mse", "iwae_nll")  # what `objectives` may name
+NEEDS_RATE = ("rate", "neg_elbo", "iwae_nll")  # undefined for the deterministic autoencoder
+GROUPS = ("model", "loss", "likelihood", "optimizer", "scheduler", "dataset", "sweep")
+
+
+def group_options(conf_dir: Path, group: str) -> list[str]:
+    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
+
+
+def check_argv(argv: list[str], conf_dir: Path) -> None:
+    """Reject `group=option` overrides naming an option that does not exist, and an output dir we cannot write."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        key = key.lstrip("+~")
+        if not sep:
+            continue
+        if key in GROUPS and "," not in value and value != "null":
+            options = group_options(conf_dir, key)
+            if value not in options:
+                raise ConfigError(f"{key}={value}: no such option; {key} accepts {', '.join(options)}")
+        if key == ("hydra.sweep.dir" if multirun else "hydra.run.dir"):
+            check_writable(key, value)
+    if not any(a.partition("=")[0] in ("hydra.run.dir", "hydra.sweep.dir") for a in argv):
+        check_writable("hydra.run.dir" if not multirun else "hydra.sweep.dir", os.getcwd())
+
+
+def check_writable(setting: str, value: str) -> None:
+    """Create the folder (up to its first `${...}` interpolation) and write a probe file into it."""
+    static = Path(value.split("${", 1)[0] or ".")
+    try:
+        static.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=static):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{setting}={value}: cannot write there ({e.strerror}); give a folder you can write to") from None
+
+
+def _number(cfg: DictConfig, key: str, *, integer: bool = False, low: float | None = None, strict: bool = False) -> None:
+    value = cfg.get(key)
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
+    if not ok_type or (low is not None and (value <= low if strict else value < low)):
+        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+        raise ConfigError(f"{key}={value}: must be {kind}{bound}")
+
+
+def check_device(device: str) -> torch.device:
+    """`auto` picks CUDA when present, then Apple's MPS, else the CPU."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
+        raise ConfigError(f"device={device}: accepts auto, cpu, cuda, cuda:N or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: CUDA is not available on this machine; use device=auto or device=cpu")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device=mps: MPS is not available on this machine; use device=auto or device=cpu")
+    return torch.device(device)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the top-level knobs, the loss and likelihood settings and the objectives."""
+    _number(cfg, "beta", low=0)
+    _number(cfg, "latent_dim", integer=True, low=1)
+    _number(cfg, "lr", low=0, strict=True)
+    _number(cfg, "epochs", integer=True, low=1)
+    _number(cfg, "batch_size", integer=True, low=1)
+    _number(cfg, "seed", integer=True)
+    _number(cfg, "kl_warmup_steps", integer=True, low=0)
+    for key in ("threads", "max_batches"):
+        if cfg.get(key) is not None:
+            _number(cfg, key, integer=True, low=1)
+    _number(cfg.eval, "iwae_k", integer=True, low=0)
+    for key, low, strict in (("gamma", 0, False), ("c_max", 0, False), ("c_steps", 0, False)):
+        if key in cfg.loss:
+            _number(cfg.loss, key, low=low, strict=strict)
+    if "sigma" in cfg.likelihood:
+        _number(cfg.likelihood, "sigma", low=0, strict=True)
+    check_objectives(cfg)
+
+
+def check_objectives(cfg: DictConfig) -> None:
+    objectives = list(cfg.objectives) if not isinstance(cfg.objectives, str) else [cfg.objectives]
+    if not objectives or any(o not in METRICS for o in objectives):
+        raise ConfigError(f"objectives={objectives}: name one or more of {', '.join(METRICS)}")
+    stochastic = cfg.loss._target_.rsplit(".", 1)[-1] != "AutoencoderLoss"
+    if not stochastic and any(o in NEEDS_RATE for o in objectives):
+        raise ConfigError(f"objectives={objectives}: loss=ae has no rate; choose from distortion, mse")
+    if "iwae_nll" in objectives and cfg.eval.iwae_k < 1:
+        raise ConfigError(f"eval.iwae_k={cfg.eval.iwae_k}: objective iwae_nll needs eval.iwae_k >= 1")
