@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 log = logging.getLogger(__name__)
+METRIC_COLUMNS = {"distortion": "nats", "rate": "nats", "neg_elbo": "nats", "iwae_nll": "nats", "active_units": "count"}
 
 
 def write_summary(study: optuna.Study, sweep_dir: Path, directions: list[str]) -> None:
@@ -34,27 +35,26 @@ def write_summary(study: optuna.Study, sweep_dir: Path, directions: list[str]) -
         results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
         sign = 1 if directions[0] == "minimize" else -1
         top = sorted(complete, key=lambda t: sign * t.value)[:10]
-        lines += ["## Best trials", ""] + _table(top, [f"objective_{0}"])
+        lines += ["## Best trials", ""] + _table(top)
         log.info("best trial %d: value %.4g, params %s", best.number, best.value, best.params)
     else:
         front = sorted(study.best_trials, key=lambda t: t.values[-1])
         results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in front]}
         lines += [f"## Pareto set ({len(front)} of {len(complete)} completed trials)", ""]
-        lines += _table(front, [f"objective_{i}" for i in range(len(directions))])
+        lines += _table(front)
         log.info("Pareto set: %d trials of %d completed", len(front), len(complete))
     OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
     (sweep_dir / "summary.md").write_text("\n".join(lines) + "\n")
 
 
-def _table(trials: list[optuna.trial.FrozenTrial], objective_names: list[str]) -> list[str]:
+def _table(trials: list[optuna.trial.FrozenTrial]) -> list[str]:
+    """Markdown rows: trial number, searched parameters, and the metrics each trial recorded."""
     params = sorted({k for t in trials for k in t.params})
-    metrics = ["distortion", "rate", "neg_elbo", "iwae_nll", "active_units"]
-    names = [(m, m) for m in metrics] if trials[0].user_attrs.get("metrics") else []
-    header = ["trial", *params, *(n for n, _ in names)] or objective_names
+    header = ["trial", *params, *(f"{m} [{unit}]" for m, unit in METRIC_COLUMNS.items())]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         m = t.user_attrs.get("metrics", {})
-        cells = [str(t.number), *(_fmt(t.params.get(p)) for p in params), *(_fmt(m.get(k)) for _, k in names)]
+        cells = [str(t.number), *(_fmt(t.params.get(p)) for p in params), *(_fmt(m.get(k)) for k in METRIC_COLUMNS)]
         rows.append("| " + " | ".join(cells) + " |")
     return rows
 

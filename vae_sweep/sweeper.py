@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
-class VaeOptunaSweeper(OptunaSweeperImpl):
+class VaeOptunaSweeperImpl(OptunaSweeperImpl):
     def __init__(self, sampler: DictConfig, direction: Any, storage: str | None, study_name: str, n_trials: int,
                  n_jobs: int, max_failure_rate: float, params: DictConfig | None = None,
                  search_space: DictConfig | None = None, custom_search_space: str | None = None) -> None:
@@ -191,7 +191,7 @@ def parallelism(n_jobs: int | None) -> tuple[int, int]:
 
 def record(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objectives: int) -> None:
     """Tell the study how the trial ended, with its metrics.json as user attributes."""
-    metrics = read_metrics(Path(ret.working_dir or ""))
+    metrics = read_metrics(Path(ret.hydra_cfg.hydra.runtime.output_dir))
     try:
         value = ret.return_value  # raises the job's exception when it failed
     except Exception as e:
