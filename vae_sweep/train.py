@@ -18,6 +18,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_sweep.data import ImageData, as_float
 from vae_sweep.errors import ConfigError
@@ -90,27 +91,36 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
 
 def fit(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path) -> TrainState:
     """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt."""
-    bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress, leave=False)
-    for epoch in bar:
-        start = time.perf_counter()
-        train_terms = train_epoch(parts, data, cfg, state)
-        if state.status == "diverged":
-            break
-        if parts.scheduler is not None:
-            parts.scheduler.step()
-        val = validation_terms(parts.model, parts.likelihood, data.val_x, parts.loss.stochastic, cfg.eval.batch_size)
-        state.train_seconds += time.perf_counter() - start
-        state.epoch = epoch + 1
-        row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"]}
-        row |= {f"train_{k}": v for k, v in train_terms.items()}
-        row |= {f"val_{k}": val[k] for k in ("distortion", "rate", "neg_elbo", "mse")}
-        row["seconds"] = state.train_seconds
-        state.history.append(row)
-        write_history(out_dir / "history.csv", state.history)
-        save_checkpoint(out_dir / "model.pt", parts, state, cfg)
-        bar.set_postfix(loss=f"{train_terms['loss']:.1f}", val_neg_elbo=f"{val['neg_elbo']:.1f}")
-        log.info("epoch %d/%d  %s", state.epoch, cfg.epochs, _fmt(row))
+    with logging_redirect_tqdm():  # log lines print above the bar instead of through it
+        bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress, leave=False)
+        for epoch in bar:
+            _epoch(parts, data, cfg, state, out_dir, epoch, bar)
+            if state.status == "diverged":
+                break
     return state
+
+
+def _epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path, epoch: int, bar) -> None:
+    """Train one epoch, then validate, append to history.csv and save model.pt."""
+    start = time.perf_counter()
+    train_terms = train_epoch(parts, data, cfg, state)
+    if state.status == "diverged":
+        return
+    if parts.scheduler is not None:
+        parts.scheduler.step()
+    val = validation_terms(parts.model, parts.likelihood, data.val_x, parts.loss.stochastic, cfg.eval.batch_size)
+    state.train_seconds += time.perf_counter() - start
+    state.epoch = epoch + 1
+    row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"]}
+    row |= {f"train_{k}": v for k, v in train_terms.items()}
+    keys = ("distortion", "rate", "neg_elbo", "mse") if parts.loss.stochastic else ("distortion", "mse")
+    row |= {f"val_{k}": val[k] for k in keys}
+    row["seconds"] = state.train_seconds
+    state.history.append(row)
+    write_history(out_dir / "history.csv", state.history)
+    save_checkpoint(out_dir / "model.pt", parts, state, cfg)
+    bar.set_postfix(loss=f"{train_terms['loss']:.1f}", val_distortion=f"{val['distortion']:.1f}")
+    log.info("epoch %d/%d  %s", state.epoch, cfg.epochs, _fmt(row))
 
 
 def _fmt(row: dict) -> str:
