@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
@@ -48,10 +49,14 @@ def set_threads(threads: int | None) -> int:
     return n
 
 
+def in_sweep() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, torch.device]:
     """Everything that can fail because of user input, before any training: config values, device,
     dataset, model-vs-image-size, the checkpoint to resume from."""
-    validate(cfg)
+    validate(cfg, objectives=in_sweep())  # a single run's return value goes nowhere
     device = check_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
