@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_sweep.errors import ConfigError
+from vae_sweep.errors import ConfigError, instantiate
 
 log = logging.getLogger(__name__)
 
@@ -266,11 +266,9 @@ def load(dataset_cfg: DictConfig, device: torch.device | str) -> ImageData:
     The cache key is the resolved config as YAML and the device, so a sweep running many jobs in one process
     (or jobs differing only in model settings) shares one copy. `clear_cache()` empties it.
     """
-    from hydra.utils import instantiate
-
     key = (OmegaConf.to_yaml(dataset_cfg, resolve=True), str(device))
     if key not in _LOADED:
-        data = instantiate(dataset_cfg)
+        data = instantiate(dataset_cfg, "dataset")
         _LOADED[key] = data.to(device)
         log.info("dataset %s: %s images of shape %s on %s", data.name,
                  f"{len(data.train_x)} train + {len(data.val_x)} val", data.shape, device)

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_sweep.data import ImageData, as_float
-from vae_sweep.errors import ConfigError
+from vae_sweep.errors import ConfigError, instantiate
 from vae_sweep.evaluate import validation_terms
 from vae_sweep.losses import rate
 from vae_sweep.models import VAE
@@ -54,10 +53,10 @@ class TrainState:
 
 def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.device) -> Parts:
     """Instantiate model, optimizer, scheduler, loss and likelihood from their config groups."""
-    model = instantiate(cfg.model, input_shape=input_shape).to(device)
-    optimizer = instantiate(cfg.optimizer)(model.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer) if cfg.get("scheduler") else None
-    return Parts(model, optimizer, scheduler, instantiate(cfg.loss), instantiate(cfg.likelihood))
+    model = instantiate(cfg.model, "model", input_shape=input_shape).to(device)
+    optimizer = instantiate(cfg.optimizer, "optimizer")(model.parameters())
+    scheduler = instantiate(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None
+    return Parts(model, optimizer, scheduler, instantiate(cfg.loss, "loss"), instantiate(cfg.likelihood, "likelihood"))
 
 
 def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
@@ -185,14 +184,24 @@ def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, or one holding more than tensors and containers
         raise ConfigError(f"resume={resume}: cannot read {path} as a vae_sweep checkpoint ({type(e).__name__})") from e
-    old = ckpt["config"]
-    for key in ("model", "latent_dim", "dataset"):
-        now = OmegaConf.to_container(cfg, resolve=True)[key]
-        if old[key] != now:
-            raise ConfigError(f"resume={resume}: the checkpoint has {key}={old[key]}, this run asks for {key}={now}; they must match")
+    missing = {"model", "optimizer", "epoch", "step", "history", "rng", "config"} - set(ckpt)
+    if missing:
+        raise ConfigError(f"resume={resume}: {path} is not a vae_sweep checkpoint (no {', '.join(sorted(missing))})")
+    now = OmegaConf.to_container(cfg, resolve=True)
+    for key in ("latent_dim", "model", "dataset"):
+        for (k, a), (_, b) in zip(_leaves(key, ckpt["config"][key]), _leaves(key, now[key])):
+            if a != b:
+                raise ConfigError(f"resume={resume}: the checkpoint has {k}={a}, this run asks for {k}={b}; they must match")
     if ckpt["epoch"] >= cfg.epochs:
         raise ConfigError(f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs above that to continue")
     return ckpt
+
+
+def _leaves(prefix: str, node: object) -> list[tuple[str, object]]:
+    """('model.hidden', [400]) pairs of a nested config, in a stable order."""
+    if not isinstance(node, dict):
+        return [(prefix, node)]
+    return [leaf for k in sorted(node) for leaf in _leaves(f"{prefix}.{k}", node[k])]
 
 
 def restore(parts: Parts, ckpt: dict, state: TrainState) -> None:

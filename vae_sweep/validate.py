@@ -6,6 +6,7 @@ an output dir that cannot be written); `validate` looks at the composed config.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tempfile
@@ -13,7 +14,7 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from vae_sweep.errors import ConfigError
 
@@ -27,21 +28,48 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
 
 
 def check_argv(argv: list[str], conf_dir: Path) -> None:
-    """Reject `group=option` overrides naming an option that does not exist, and an output dir we cannot write."""
+    """Reject `group=option` overrides naming an option that does not exist, a misspelt setting, and an
+    output dir we cannot write."""
     multirun = any(a in ("-m", "--multirun") for a in argv)
+    chosen = _chosen_options(argv, conf_dir)
     for arg in argv:
         key, sep, value = arg.partition("=")
-        key = key.lstrip("+~")
-        if not sep:
+        if not sep or key.startswith("hydra") or key.startswith("+") or key.startswith("~"):
+            if key.startswith("hydra.") and key == ("hydra.sweep.dir" if multirun else "hydra.run.dir"):
+                check_writable(key, value)
             continue
-        if key in GROUPS and "," not in value and value != "null":
+        if key in GROUPS:
             options = group_options(conf_dir, key)
-            if value not in options:
+            if "," not in value and value != "null" and value not in options:
                 raise ConfigError(f"{key}={value}: no such option; {key} accepts {', '.join(options)}")
-        if key == ("hydra.sweep.dir" if multirun else "hydra.run.dir"):
-            check_writable(key, value)
+        else:
+            _check_key(key, conf_dir, chosen)
     if not any(a.partition("=")[0] in ("hydra.run.dir", "hydra.sweep.dir") for a in argv):
         check_writable("hydra.run.dir" if not multirun else "hydra.sweep.dir", os.getcwd())
+
+
+def _chosen_options(argv: list[str], conf_dir: Path) -> dict[str, str]:
+    """group -> option for this command line: the root defaults list, then `group=option` overrides."""
+    defaults = OmegaConf.load(conf_dir / "config.yaml").get("defaults", [])
+    chosen = {k: v for d in defaults if isinstance(d, DictConfig) for k, v in d.items()}
+    chosen |= {k: v for k, _, v in (a.partition("=") for a in argv) if k in GROUPS and "," not in v}
+    return chosen
+
+
+def _check_key(key: str, conf_dir: Path, chosen: dict[str, str]) -> None:
+    """A plain `a.b=v` override must name a setting that exists (Hydra would say so over five lines)."""
+    head, _, rest = key.partition(".")
+    if head in GROUPS and rest and chosen.get(head) not in (None, "null"):
+        node, where = OmegaConf.load(conf_dir / head / f"{chosen[head]}.yaml"), f"{head}={chosen[head]}"
+        name = rest.split(".")[0]
+    else:
+        node, where, name = OmegaConf.load(conf_dir / "config.yaml"), "the config", head
+    if head in ("sweep",) or name in node or name == "defaults":
+        return
+    known = [k for k in node if k not in ("defaults", "_target_", "_partial_")]
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {near[0]}? " if near else ""
+    raise ConfigError(f"{key}: {where} has no setting {name!r}; {hint}(add a new key with +{key}=...)")
 
 
 def check_writable(setting: str, value: str) -> None:

@@ -1,0 +1,93 @@
+"""Every option of every config group composes and instantiates; `--cfg job` prints the composed config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra.utils import get_method
+
+from vae_sweep.errors import instantiate
+from vae_sweep.validate import group_options
+
+from conftest import CONF, cli, compose_config
+
+
+def options(group: str) -> list[str]:
+    return group_options(CONF, group)
+
+
+def test_every_group_has_its_options():
+    assert options("model") == ["conv", "conv64", "mlp"]
+    assert options("loss") == ["ae", "beta", "capacity", "elbo"]
+    assert options("optimizer") == ["adam", "adamw", "sgd"]
+    assert options("scheduler") == ["exponential", "none", "step"]
+    assert options("dataset") == ["celeba", "cifar10", "digits", "fashion_mnist", "mnist", "mnist_5k"]
+    assert options("likelihood") == ["bernoulli", "gaussian"]
+    assert options("sweep") == ["elbo", "grid", "pareto"]
+
+
+@pytest.mark.parametrize("option", options("loss"))
+def test_losses_instantiate(option):
+    loss = instantiate(compose_config([f"loss={option}", "beta=0.25"]).loss, "loss")
+    terms = loss(torch.tensor([100.0]), torch.tensor([10.0]), step=10**6)
+    expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0}[option]
+    assert terms["loss"].item() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("optimizer", options("optimizer"))
+@pytest.mark.parametrize("scheduler", options("scheduler"))
+def test_optimizers_and_schedulers_instantiate(optimizer, scheduler):
+    cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}", "lr=0.02"])
+    params = [torch.nn.Parameter(torch.zeros(3))]
+    opt = instantiate(cfg.optimizer, "optimizer")(params)
+    assert opt.param_groups[0]["lr"] == 0.02
+    if scheduler == "none":
+        assert not cfg.scheduler
+    else:
+        sched = instantiate(cfg.scheduler, "scheduler")(opt)
+        for _ in range(5):
+            opt.step()
+            sched.step()
+        assert opt.param_groups[0]["lr"] < 0.02
+
+
+@pytest.mark.parametrize("option", options("likelihood"))
+def test_likelihoods_instantiate(option):
+    lik = instantiate(compose_config([f"likelihood={option}"]).likelihood, "likelihood")
+    assert lik.distortion(torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5)).shape == (2,)
+
+
+@pytest.mark.parametrize("option", options("dataset"))
+def test_datasets_compose_to_real_builders(option):
+    cfg = compose_config([f"dataset={option}", "data_dir=/somewhere"])
+    assert callable(get_method(cfg.dataset._target_))
+    if "data_dir" in cfg.dataset:
+        assert cfg.dataset.data_dir == "/somewhere" and cfg.dataset.download is False
+
+
+@pytest.mark.parametrize("sweep", options("sweep"))
+def test_sweeps_compose(sweep):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    sweeper = cfg.hydra.sweeper
+    if sweep == "grid":
+        assert sweeper._target_.endswith("BasicSweeper") and sweeper.params.beta == "0.1,1,4"
+    else:
+        assert sweeper._target_.endswith("VaeOptunaSweeper") and sweeper.storage.startswith("sqlite:///")
+        assert set(sweeper.params) >= {"latent_dim", "lr"}
+    assert list(cfg.objectives) == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": ["distortion", "rate"]}[sweep]
+
+
+def test_top_level_knobs_reach_the_groups():
+    cfg = compose_config(["beta=0.1", "latent_dim=8", "lr=3e-4", "loss=beta", "kl_warmup_steps=7"])
+    assert cfg.loss.beta == 0.1 and cfg.model.latent_dim == 8 and cfg.optimizer.lr == 3e-4
+    assert cfg.loss.warmup_steps == 7
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    out = cli(["model=conv", "loss=beta", "beta=0.1", "--cfg", "job"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "_target_: vae_sweep.models.conv_vae" in out.stdout and "beta: 0.1" in out.stdout
+    assert "channels:" in out.stdout and not (tmp_path / "outputs").exists()

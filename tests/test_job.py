@@ -1,0 +1,158 @@
+"""End-to-end jobs through the real command line: outputs, units, resume, divergence and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from vae_sweep.job import run
+
+from conftest import TINY, cli, compose_config
+
+PICTURES = {"reconstructions.png", "samples.png", "traversals.png", "latent_scatter.png"}
+
+
+def read_metrics(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize("args", [[], ["model=conv", "loss=beta", "beta=0.1"]], ids=["default", "conv-beta"])
+def test_job_writes_every_output(tmp_path, args):
+    out = cli([*args, *TINY, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    run_dir = tmp_path / "run"
+    assert {p.name for p in run_dir.iterdir()} >= {".hydra", "metrics.json", "history.csv", "model.pt"} | PICTURES
+    m = read_metrics(run_dir)
+    assert m["status"] == "completed" and m["epochs"] == 1 and m["steps"] == 3
+    assert m["neg_elbo"] == pytest.approx(m["distortion"] + m["rate"])
+    assert 0 < m["rate"] and 0 < m["mse"] < 1 and 0 <= m["active_units"] <= m["latent_dim"]
+    assert len(m["kl_per_dim"]) == m["latent_dim"] == 20 and sum(m["kl_per_dim"]) == pytest.approx(m["rate"], rel=1e-4)
+    assert m["iwae_k"] == 4 and m["iwae_nll"] < m["neg_elbo"] * 1.05
+    assert m["model"] == (args[0].split("=")[1] if args else "mlp") and m["params"] > 0
+    assert "nats per example" in m["units"]["distortion"] and "per pixel" in m["units"]["mse"]
+    rows = list(csv.DictReader(open(run_dir / "history.csv")))
+    assert len(rows) == 1 and float(rows[0]["val_neg_elbo"]) > 0
+    ckpt = torch.load(run_dir / "model.pt", weights_only=True)
+    assert ckpt["epoch"] == 1 and ckpt["config"]["latent_dim"] == 20 and "state" in ckpt["optimizer"]
+    assert Image.open(run_dir / "reconstructions.png").size[0] > 28 * 8
+
+
+def test_untrained_bernoulli_distortion_is_784_ln2_nats(tmp_path):
+    """A model that has barely moved predicts p = 1/2 per pixel: D = 784 ln 2 = 543.4 nats per image, R ~ 0."""
+    cfg = compose_config([*TINY, "lr=1e-9", "max_batches=1", "eval.pictures=false"])
+    run(cfg, tmp_path)
+    m = read_metrics(tmp_path)
+    assert m["distortion"] == pytest.approx(784 * math.log(2), rel=0.03)
+    assert m["rate"] < 1.0 and m["mse"] < 0.25
+
+
+def test_latent_dim_2_draws_the_manifold(tmp_path):
+    run(compose_config([*TINY, "latent_dim=2"]), tmp_path)
+    assert (tmp_path / "manifold.png").exists()
+
+
+def test_job_returns_the_objectives_it_is_asked_for(tmp_path):
+    cfg = compose_config([*TINY, "eval.pictures=false", "objectives=[distortion,rate]"])
+    d, r = run(cfg, tmp_path)
+    m = read_metrics(tmp_path)
+    assert (d, r) == (m["distortion"], m["rate"])
+    cfg = compose_config([*TINY, "eval.pictures=false", "objectives=[iwae_nll]"])
+    assert run(cfg, tmp_path) == read_metrics(tmp_path)["iwae_nll"]
+
+
+def test_autoencoder_has_no_rate(tmp_path):
+    run(compose_config([*TINY, "loss=ae", "eval.pictures=false"]), tmp_path)
+    m = read_metrics(tmp_path)
+    assert m["status"] == "completed" and m["distortion"] > 0
+    assert "rate" not in m and "iwae_nll" not in m
+
+
+def test_divergence_is_recorded(tmp_path):
+    cfg = compose_config(["epochs=3", "progress=false", "optimizer=sgd", "lr=1e6", "eval.pictures=false"])
+    d, r = run(cfg, tmp_path)
+    m = read_metrics(tmp_path)
+    assert m["status"] == "diverged" and math.isnan(d) and math.isnan(r)
+    assert "distortion" not in m and m["epochs"] < 3
+
+
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
+    common = ["max_batches=5", "eval.iwae_k=2", "eval.pictures=false", "progress=false", "threads=1"]
+    straight, first, second = tmp_path / "straight", tmp_path / "first", tmp_path / "second"
+    for args, out_dir in ((["epochs=3"], straight), (["epochs=1"], first), (["epochs=3", f"resume={first}"], second)):
+        res = cli([*common, *args, f"hydra.run.dir={out_dir}"], cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+    a = torch.load(straight / "model.pt", weights_only=True)
+    b = torch.load(second / "model.pt", weights_only=True)
+    assert b["epoch"] == a["epoch"] == 3 and b["step"] == a["step"] == 15
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    keys = ("train_loss", "val_neg_elbo")
+    assert [[r[k] for k in keys] for r in a["history"]] == [[r[k] for k in keys] for r in b["history"]]
+    assert len(list(csv.DictReader(open(second / "history.csv")))) == 3
+    assert torch.load(first / "model.pt", weights_only=True)["epoch"] == 1  # the old run dir is untouched
+
+
+class Payload:
+    """Unpickling this would run a shell command: the classic malicious checkpoint."""
+
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_checkpoint_that_could_run_code_is_refused(tmp_path, monkeypatch):
+    """weights_only=True: a pickle that would call a function is refused, and nothing runs."""
+    monkeypatch.chdir(tmp_path)
+    torch.save({"config": {}, "payload": Payload()}, tmp_path / "model.pt")
+    cfg = compose_config([*TINY, f"resume={tmp_path}"])
+    with pytest.raises(SystemExit, match="cannot read .* as a vae_sweep checkpoint"):
+        run(cfg, tmp_path / "new")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_file_that_is_not_our_checkpoint_is_refused(tmp_path):
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "model.pt")
+    with pytest.raises(SystemExit, match="is not a vae_sweep checkpoint"):
+        run(compose_config([*TINY, f"resume={tmp_path}/model.pt"]), tmp_path / "new")
+
+
+BAD = {
+    "beta=-1": "beta=-1: must be a number >= 0",
+    "latent_dim=0": "latent_dim=0: must be an integer >= 1",
+    "lr=0": "lr=0: must be a number > 0",
+    "epochs=0": "epochs=0: must be an integer >= 1",
+    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, mlp",
+    "model=conv64": "model=conv64 needs images larger than 32x32",
+    "dataset=mnist": "dataset.data_dir: MNIST not found under",
+    "lattent_dim=3": "did you mean latent_dim?",
+    "device=cuda:7" if not torch.cuda.is_available() else "device=tpu": "device=",
+}
+
+
+@pytest.mark.parametrize("arg", sorted(BAD))
+def test_bad_input_is_one_line_before_any_work(tmp_path, arg):
+    res = cli([arg, f"data_dir={tmp_path}/no_data", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and BAD[arg] in last
+    assert not (tmp_path / "run" / "metrics.json").exists() and not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_unwritable_output_dir(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    res = cli([f"hydra.run.dir={tmp_path}/a_file/run"], cwd=tmp_path)
+    assert res.returncode != 0 and "Traceback" not in res.stderr
+    assert res.stderr.strip() == f"error: hydra.run.dir={tmp_path}/a_file/run: cannot write there (Not a directory); give a folder you can write to"
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    assert cli([*TINY, "eval.pictures=false", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path).returncode == 0
+    res = cli([*TINY, "epochs=2", "latent_dim=5", f"resume={tmp_path}/a", f"hydra.run.dir={tmp_path}/b"], cwd=tmp_path)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1].startswith("error: resume=") and "latent_dim=20" in res.stderr

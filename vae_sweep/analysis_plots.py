@@ -1,0 +1,280 @@
+"""Figures of a sweep, from the DataFrame of `vae_sweep.analysis.load_sweep`.
+
+Every `plot_*` function returns a `matplotlib.figure.Figure` (no pyplot, so it runs headless), or None after
+logging a warning `<name>: no figure: <why>` when the sweep has nothing to draw. `save_figures` writes the
+ones that exist. Axes carry units: distortion, rate and neg_elbo are in nats per example, mse per pixel.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from vae_sweep.analysis import METRICS, pareto_mask, searched_params
+from vae_sweep.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("png", "svg", "pdf")
+LABELS = {"distortion": "distortion [nats/example]", "rate": "rate [nats/example]",
+          "neg_elbo": "neg_elbo = D + R [nats/example]", "iwae_nll": "IWAE NLL [nats/example]",
+          "mse": "MSE [per pixel]", "active_units": "active units [count]"}
+MARKERS = "osD^vP*Xph<>"  # one per latent_dim, in increasing order
+MAX_PICTURE_COLUMNS = 8  # Pareto trials shown side by side in pareto_pictures
+MIN_IMPORTANCE_TRIALS = 4  # completed trials needed to fit the importance forest
+
+
+def save_figures(df: pd.DataFrame, out: Path, fmt: str = "png", dpi: int = 150) -> dict[str, Path]:
+    """Write every figure that has data to `out/<name>.<fmt>`; returns {name: path}."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"format={fmt}: must be one of {', '.join(FORMATS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, plot in FIGURES.items():
+        fig = plot(df)
+        if fig is not None:
+            paths[name] = out / f"{name}.{fmt}"
+            fig.savefig(paths[name], dpi=dpi)
+    return paths
+
+
+def _no_data(name: str, why: str) -> None:
+    log.warning("%s: no figure: %s", name, why)
+
+
+def _completed(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
+    """Completed trials with a finite value in every one of `cols`."""
+    done = df[df["status"].eq("completed")]
+    return done[np.isfinite(done[list(cols)]).all(axis=1)] if cols else done
+
+
+def _markers(df: pd.DataFrame) -> dict:
+    dims = sorted(df["latent_dim"].dropna().unique())
+    return {d: MARKERS[i % len(MARKERS)] for i, d in enumerate(dims)}
+
+
+def _auto_scale(ax, axis: str, values: pd.Series) -> None:
+    """Log scale when the positive values span more than two decades."""
+    v = values[values > 0]
+    if len(v) == len(values) and len(v) and v.max() / v.min() > 100:
+        getattr(ax, f"set_{axis}scale")("log")
+
+
+def _beta_norm(beta: pd.Series) -> Normalize:
+    lo, hi = float(beta.min()), float(beta.max())
+    if lo <= 0:
+        return Normalize(lo, hi if hi > lo else lo + 1)
+    return LogNorm(lo, hi) if hi > lo else LogNorm(lo / 2, hi * 2)
+
+
+def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
+    """Rate against distortion for every completed trial: colour = beta (log scale), marker = latent_dim,
+    the Pareto front as a step line, and faint lines of equal neg_elbo (D + R = const)."""
+    ok = _completed(df, "distortion", "rate", "beta")
+    if ok.empty:
+        return _no_data("rate_distortion", "no completed trial with a finite distortion and rate")
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    norm, markers = _beta_norm(ok["beta"]), _markers(ok)
+    for dim, group in ok.groupby("latent_dim"):
+        ax.scatter(group["distortion"], group["rate"], c=group["beta"], norm=norm, cmap="viridis",
+                   marker=markers[dim], s=45, edgecolors="0.2", linewidths=0.5, zorder=3)
+    front = ok[pareto_mask(ok["distortion"], ok["rate"])].sort_values("distortion")
+    ax.step(front["distortion"], front["rate"], where="post", color="crimson", lw=1.5, zorder=2)
+    ax.scatter(front["distortion"], front["rate"], s=130, facecolors="none", edgecolors="crimson", zorder=2)
+    _auto_scale(ax, "x", ok["distortion"])
+    _auto_scale(ax, "y", ok["rate"])
+    ax.margins(0.08)
+    _iso_elbo(ax, ok["distortion"] + ok["rate"])
+    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="β (log scale)" if
+                 isinstance(norm, LogNorm) else "β")
+    handles = [Line2D([], [], ls="", marker=m, color="0.5", label=f"{int(d)}") for d, m in markers.items()]
+    handles += [Line2D([], [], color="crimson", marker="o", mfc="none", label="Pareto front"),
+                Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo")]
+    ax.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="upper right")
+    ax.set(xlabel=LABELS["distortion"], ylabel=LABELS["rate"],
+           title=f"Rate-distortion: {len(ok)} completed trials, {len(front)} on the Pareto front")
+    return fig
+
+
+def _iso_elbo(ax, totals: pd.Series) -> None:
+    """Lines D + R = c for a few round c inside the data's range, labelled where they leave the top."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    logx = ax.get_xscale() == "log"
+    xs = np.geomspace(x0, x1, 400) if logx else np.linspace(x0, x1, 400)
+    for c in MaxNLocator(nbins=5).tick_values(totals.min(), totals.max()):
+        ys = c - xs
+        if c <= 0 or not ((ys > y0) & (ys < y1)).any():
+            continue
+        ax.plot(xs, np.where(ys > 0, ys, np.nan), color="0.6", lw=0.8, ls="--", zorder=1)
+        top = y0 + 0.96 * (y1 - y0) if ax.get_yscale() == "linear" else y0 * (y1 / y0) ** 0.96
+        x_at = c - top if x0 < c - top < x1 else xs[np.nanargmax(np.where(ys > y0, ys, np.nan))]
+        ax.annotate(f"{c:g}", (x_at, min(c - x_at, top)), fontsize=7, color="0.4", ha="left", va="top",
+                    xytext=(2, 0), textcoords="offset points")
+    ax.set(xlim=(x0, x1), ylim=(y0, y1))
+
+
+def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
+    """Each metric against beta (log x), one line per latent_dim."""
+    ok = _completed(df, "beta")
+    ok = ok[ok["beta"] > 0]
+    metrics = [m for m in METRICS if np.isfinite(ok[m]).any()]
+    if ok.empty or not metrics or ok["beta"].nunique() < 2:
+        return _no_data("metrics_vs_beta", "fewer than two values of beta among the completed trials")
+    ncols = min(3, len(metrics))
+    nrows = -(-len(metrics) // ncols)
+    fig = Figure(figsize=(4.2 * ncols + 1.2, 3.3 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    markers = _markers(ok)
+    colors = {d: f"C{i % 10}" for i, d in enumerate(markers)}
+    for ax, metric in zip(axes, metrics):
+        for dim, group in ok.groupby("latent_dim"):
+            group = group[np.isfinite(group[metric])].sort_values("beta")
+            ax.plot(group["beta"], group[metric], marker=markers[dim], color=colors[dim], ms=5, lw=1,
+                    label=f"{int(dim)}")
+        ax.set_xscale("log")
+        _auto_scale(ax, "y", ok[metric].dropna())
+        ax.set(xlabel="β (log scale)", ylabel=LABELS[metric])
+    for ax in axes[len(metrics):]:
+        ax.set_visible(False)
+    fig.legend(*axes[0].get_legend_handles_labels(), title="latent_dim", loc="outside right upper", fontsize=8)
+    fig.suptitle(f"Metrics against β ({len(ok)} completed trials)")
+    return fig
+
+
+def plot_history(df: pd.DataFrame) -> Figure | None:
+    """Each objective against trial number with its best-so-far, and the running Pareto hypervolume."""
+    objectives = [m for m in ("distortion", "rate", "neg_elbo") if np.isfinite(_completed(df)[m]).any()]
+    if not objectives:
+        return _no_data("history", "no completed trial with a finite objective")
+    several = df["source"].nunique() > 1
+    x = pd.Series(np.arange(len(df)) if several else df["trial"].to_numpy(dtype=float), index=df.index)
+    done = df["status"].eq("completed")
+    panels = objectives + (["hypervolume"] if {"distortion", "rate"} <= set(objectives) else [])
+    fig = Figure(figsize=(6.5, 2.2 * len(panels) + 0.6), layout="constrained")
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False).ravel()
+    for ax, metric in zip(axes, objectives):
+        y = df[metric].where(done)
+        ax.plot(x, y, "o", ms=4, color="0.55", label="completed trial")
+        ax.step(x, y.cummin().ffill(), where="post", color="C0", lw=1.5, label="best so far")
+        failed = x[~done & df["status"].isin(["diverged", "failed"])]
+        ax.plot(failed, np.full(len(failed), 0.03), "x", color="crimson", transform=ax.get_xaxis_transform(),
+                label="diverged / failed")
+        _auto_scale(ax, "y", y.dropna())
+        ax.set_ylabel(LABELS[metric])
+    if "hypervolume" in panels:
+        axes[-1].step(x, running_hypervolume(df["distortion"].where(done), df["rate"].where(done)),
+                      where="post", color="C2", lw=1.5)
+        axes[-1].set_ylabel("Pareto hypervolume\n[nats², ref: worst D, R]")
+    axes[0].legend(fontsize=8, loc="upper right")
+    axes[-1].set_xlabel("trial (in the order collected)" if several else "trial number")
+    fig.suptitle(f"Sweep history ({len(df)} trials)")
+    return fig
+
+
+def running_hypervolume(distortion: pd.Series, rate: pd.Series) -> np.ndarray:
+    """After each trial, the area dominated by the Pareto front of the trials so far, up to the reference
+    point (worst distortion, worst rate of the whole sweep): it only grows. NaN = not completed."""
+    d, r = np.asarray(distortion, dtype=float), np.asarray(rate, dtype=float)
+    ok = np.isfinite(d) & np.isfinite(r)
+    if not ok.any():
+        return np.zeros(len(d))
+    ref_d, ref_r = d[ok].max(), r[ok].max()
+    out = np.zeros(len(d))
+    for i in range(len(d)):
+        seen = np.flatnonzero(ok[: i + 1])
+        front = seen[pareto_mask(d[seen], r[seen])]
+        front = front[np.argsort(d[front])]  # rate falls as distortion grows
+        widths = np.diff(np.append(d[front], ref_d))
+        out[i] = float(np.sum(widths * (ref_r - r[front])))
+    return out
+
+
+def param_importance(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean-decrease-impurity importance of each searched numeric parameter for each objective: a random
+    forest (scikit-learn, 200 trees, fixed seed) on log10 of the parameters (where positive) over the
+    completed trials. Rows: parameters; columns: objectives; each column sums to 1. Empty when too few."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    done = _completed(df)
+    params = [p for p in searched_params(df) if pd.api.types.is_numeric_dtype(df[p]) and done[p].nunique() > 1]
+    result = {}
+    for objective in ("distortion", "rate", "neg_elbo"):
+        rows = done[np.isfinite(done[objective]) & done[params].notna().all(axis=1)]
+        if not params or len(rows) < MIN_IMPORTANCE_TRIALS:
+            continue
+        x = rows[params].astype(float).apply(lambda col: np.log10(col) if (col > 0).all() else col)
+        forest = RandomForestRegressor(n_estimators=200, random_state=0).fit(x.to_numpy(), rows[objective])
+        result[objective] = forest.feature_importances_
+    return pd.DataFrame(result, index=params if result else [])
+
+
+def plot_importance(df: pd.DataFrame) -> Figure | None:
+    """Bar chart of `param_importance`: one group of bars per parameter, one bar per objective."""
+    imp = param_importance(df)
+    if imp.empty:
+        return _no_data("importance", f"needs at least {MIN_IMPORTANCE_TRIALS} completed trials and a searched "
+                                      "numeric parameter")
+    fig = Figure(figsize=(6.5, 1.0 + 0.7 * len(imp) * max(1, len(imp.columns) / 2)), layout="constrained")
+    ax = fig.add_subplot()
+    height = 0.8 / len(imp.columns)
+    pos = np.arange(len(imp))
+    for i, objective in enumerate(imp.columns):
+        ax.barh(pos + i * height, imp[objective], height, label=objective, color=f"C{i}")
+    ax.set_yticks(pos + height * (len(imp.columns) - 1) / 2, [f"log10 {p}" if (df[p].dropna() > 0).all() else p
+                                                               for p in imp.index])
+    ax.invert_yaxis()
+    ax.set(xlabel="importance (mean decrease in impurity, sums to 1 per objective)", xlim=(0, 1),
+           title=f"Parameter importance (random forest on {int(_completed(df)['distortion'].notna().sum())} "
+                 "completed trials)")
+    ax.legend(title="objective", fontsize=8)
+    return fig
+
+
+def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
+    """Reconstructions and prior samples of the Pareto-front trials side by side, ordered by beta."""
+    from PIL import Image
+
+    ok = _completed(df, "distortion", "rate")
+    front = ok[pareto_mask(ok["distortion"], ok["rate"])].sort_values("beta")
+    if len(front) > MAX_PICTURE_COLUMNS:  # evenly spaced in beta order
+        front = front.iloc[np.linspace(0, len(front) - 1, MAX_PICTURE_COLUMNS).round().astype(int)]
+    kinds = {"reconstructions": "originals / reconstructions\n(alternating rows)", "samples": "prior samples"}
+    files = {(i, k): Path(str(run)) / f"{k}.png" for i, run in enumerate(front["run_dir"]) for k in kinds}
+    if not any(p.is_file() for p in files.values()):
+        return _no_data("pareto_pictures", "no Pareto-front trial has reconstructions.png or samples.png")
+    fig = Figure(figsize=(2.1 * len(front) + 0.8, 5.0), layout="constrained")
+    axes = fig.subplots(len(kinds), len(front), squeeze=False)
+    for col, (_, trial) in enumerate(front.iterrows()):
+        for row, kind in enumerate(kinds):
+            ax, path = axes[row, col], files[(col, kind)]
+            if path.is_file():
+                with Image.open(path) as im:
+                    ax.imshow(np.asarray(im.convert("RGB")), interpolation="nearest")
+            else:
+                ax.text(0.5, 0.5, "no picture", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.spines[:].set_visible(False)
+        axes[0, col].set_title(f"β={trial['beta']:.3g}  L={int(trial['latent_dim'])}\n"
+                               f"D={trial['distortion']:.4g}  R={trial['rate']:.3g}", fontsize=8)
+    for row, label in enumerate(kinds.values()):
+        axes[row, 0].set_ylabel(label, fontsize=8)
+    fig.suptitle("Pareto-front trials by β (D, R in nats/example)", fontsize=10)
+    return fig
+
+
+FIGURES = {
+    "rate_distortion": plot_rate_distortion,
+    "metrics_vs_beta": plot_metrics_vs_beta,
+    "history": plot_history,
+    "importance": plot_importance,
+    "pareto_pictures": plot_pareto_pictures,
+}
