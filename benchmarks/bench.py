@@ -28,6 +28,7 @@ import torch
 from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # plain_loops, sweeps: beside this file
+import harness  # noqa: E402
 from harness import alternate, config, fresh_parts, matmul, ours, train_step_flops  # noqa: E402
 from plain_loops import dataloader_epoch, in_memory_epoch, mnist_loader  # noqa: E402
 from sweeps import overhead, run_sweep, trials_per_minute  # noqa: E402
@@ -61,11 +62,12 @@ def loop_contenders(cfg: DictConfig, device: torch.device) -> dict[str, Callable
     """vae_sweep's loop, the classic DataLoader loop and the in-memory plain loop, each with its own copy of the
     same model and optimiser (same config, same seed)."""
     data = datasets.load(cfg.dataset, device)
+    n = (cfg.max_batches or len(data.train_x)) * cfg.batch_size  # --smoke: the plain loops see max_batches too
     beta = float(cfg.beta)
     classic = fresh_parts(cfg, data, device)
-    loader = mnist_loader(data.train_x, data.train_y, cfg.batch_size, device.type == "cuda")
+    loader = mnist_loader(data.train_x[:n], data.train_y[:n], cfg.batch_size, device.type == "cuda")
     plain = fresh_parts(cfg, data, device)
-    x_all, gen = datasets.as_float(data.train_x), torch.Generator().manual_seed(cfg.seed)  # (N, C, H, W) in [0, 1]
+    x_all, gen = datasets.as_float(data.train_x[:n]), torch.Generator().manual_seed(cfg.seed)  # (N, C, H, W) in [0, 1]
     return {
         "vae_sweep": ours(cfg, device),
         "dataloader": lambda: dataloader_epoch(classic.model, classic.optimizer, loader, beta, device),
@@ -119,7 +121,7 @@ def loops(device: torch.device, mode: Mode) -> None:
         r = alternate(loop_contenders(config(f"model={model}"), device), mode.repeats, device)
         rows.append([model, str(device), r["vae_sweep"], r["dataloader"], r["in_memory"],
                      f"{r['vae_sweep'] / r['dataloader']:.2f}x", f"{r['vae_sweep'] / r['in_memory']:.2f}x"])
-    table(f"Training loop on {device.type}: examples/s (one epoch of mnist_5k, 35 batches of 128; median of {mode.repeats})",
+    table(f"Training loop on {device.type}: examples/s (an epoch of mnist_5k in batches of 128; median of {mode.repeats})",
           ["model", "device", "vae_sweep train_epoch", "DataLoader + ToTensor per sample", "in-memory plain loop",
            "vs DataLoader", "vs in-memory"], rows)
 
@@ -206,6 +208,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("vae_sweep").setLevel(logging.WARNING)
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
+    if args.smoke:
+        harness.SMOKE.append("max_batches=3")
     cpu, threads = torch.device("cpu"), set_threads(None)
     start = time.perf_counter()
     print(f"## vae_sweep benchmarks ({'smoke' if args.smoke else 'quick' if args.quick else 'full'} run)")

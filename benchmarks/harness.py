@@ -56,10 +56,13 @@ def train_step_flops(model: nn.Module, batch_size: int) -> float:
     return 3.0 * forward * batch_size
 
 
+SMOKE: list[str] = []  # overrides added to every config: `--smoke` caps each epoch with max_batches
+
+
 def config(*overrides: str) -> DictConfig:
     """The real composed config (conf/config.yaml) with `overrides`, through Hydra's compose API."""
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=[*overrides, *SMOKE])
 
 
 def fresh_parts(cfg: DictConfig, data: datasets.ImageData, device: torch.device) -> Parts:
@@ -72,7 +75,7 @@ def ours(cfg: DictConfig, device: torch.device, epochs: int = 1) -> Callable[[],
     examples it trained on."""
     data = datasets.load(cfg.dataset, device)
     parts, state = fresh_parts(cfg, data, device), TrainState(shuffle=torch.Generator().manual_seed(cfg.seed))
-    n = len(data.train_x) // cfg.batch_size * cfg.batch_size
+    n = min(len(data.train_x) // cfg.batch_size, cfg.max_batches or len(data.train_x)) * cfg.batch_size
 
     def epoch() -> float:
         for _ in range(epochs):

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = ("png", "svg", "pdf")
 LABELS = {"distortion": "distortion [nats/example]", "rate": "rate [nats/example]",
-          "neg_elbo": "neg_elbo = D + R [nats/example]", "iwae_nll": "IWAE NLL [nats/example]",
+          "neg_elbo": "neg_elbo [nats/example]", "iwae_nll": "IWAE NLL [nats/example]",
           "mse": "MSE [per pixel]", "active_units": "active units [count]"}
 MARKERS = "osD^vP*Xph<>"  # one per latent_dim, in increasing order
 MAX_PICTURE_COLUMNS = 8  # Pareto trials shown side by side in pareto_pictures
@@ -98,8 +98,8 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
                  isinstance(norm, LogNorm) else "β")
     handles = [Line2D([], [], ls="", marker=m, color="0.5", label=f"{int(d)}") for d, m in markers.items()]
     handles += [Line2D([], [], color="crimson", marker="o", mfc="none", label="Pareto front"),
-                Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo")]
-    ax.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="upper right")
+                Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo\n(D + R, labelled)")]
+    fig.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="outside right upper")
     ax.set(xlabel=LABELS["distortion"], ylabel=LABELS["rate"],
            title=f"Rate-distortion: {len(ok)} completed trials, {len(front)} on the Pareto front")
     return fig
@@ -108,17 +108,20 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
 def _iso_elbo(ax, totals: pd.Series) -> None:
     """Lines D + R = c for a few round c inside the data's range, labelled where they leave the top."""
     (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
-    logx = ax.get_xscale() == "log"
-    xs = np.geomspace(x0, x1, 400) if logx else np.linspace(x0, x1, 400)
+    grid = {"log": np.geomspace, "linear": np.linspace}
+    xs, ys = grid[ax.get_xscale()](x0, x1, 200), grid[ax.get_yscale()](y0, y1, 200)
+    top = y0 + 0.97 * (y1 - y0) if ax.get_yscale() == "linear" else y0 * (y1 / y0) ** 0.97
     for c in MaxNLocator(nbins=5).tick_values(totals.min(), totals.max()):
-        ys = c - xs
-        if c <= 0 or not ((ys > y0) & (ys < y1)).any():
+        px = np.concatenate([xs, c - ys])  # sampled along both axes, so the line is smooth on any scale
+        order = np.argsort(px)
+        px, py = px[order], c - px[order]
+        inside = (px > x0) & (px < x1) & (py > y0) & (py < y1)
+        if c <= 0 or not inside.any():
             continue
-        ax.plot(xs, np.where(ys > 0, ys, np.nan), color="0.6", lw=0.8, ls="--", zorder=1)
-        top = y0 + 0.96 * (y1 - y0) if ax.get_yscale() == "linear" else y0 * (y1 / y0) ** 0.96
-        x_at = c - top if x0 < c - top < x1 else xs[np.nanargmax(np.where(ys > y0, ys, np.nan))]
-        ax.annotate(f"{c:g}", (x_at, min(c - x_at, top)), fontsize=7, color="0.4", ha="left", va="top",
-                    xytext=(2, 0), textcoords="offset points")
+        ax.plot(px[inside], py[inside], color="0.6", lw=0.8, ls="--", zorder=1)
+        x_at = min(max(c - top, px[inside][0]), px[inside][-1])  # near the top, or where it enters
+        ax.annotate(f"{c:g}", (x_at, c - x_at), fontsize=7, color="0.35", ha="left", va="top",
+                    xytext=(2, -1), textcoords="offset points")
     ax.set(xlim=(x0, x1), ylim=(y0, y1))
 
 
@@ -165,16 +168,17 @@ def plot_history(df: pd.DataFrame) -> Figure | None:
         y = df[metric].where(done)
         ax.plot(x, y, "o", ms=4, color="0.55", label="completed trial")
         ax.step(x, y.cummin().ffill(), where="post", color="C0", lw=1.5, label="best so far")
-        failed = x[~done & df["status"].isin(["diverged", "failed"])]
-        ax.plot(failed, np.full(len(failed), 0.03), "x", color="crimson", transform=ax.get_xaxis_transform(),
-                label="diverged / failed")
+        failed = x[df["status"].isin(["diverged", "failed"])]
+        if len(failed):
+            ax.plot(failed, np.full(len(failed), 0.03), "x", color="crimson", transform=ax.get_xaxis_transform(),
+                    label="diverged / failed")
         _auto_scale(ax, "y", y.dropna())
         ax.set_ylabel(LABELS[metric])
     if "hypervolume" in panels:
         axes[-1].step(x, running_hypervolume(df["distortion"].where(done), df["rate"].where(done)),
                       where="post", color="C2", lw=1.5)
         axes[-1].set_ylabel("Pareto hypervolume\n[nats², ref: worst D, R]")
-    axes[0].legend(fontsize=8, loc="upper right")
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, ncols=3, loc="outside lower center")
     axes[-1].set_xlabel("trial (in the order collected)" if several else "trial number")
     fig.suptitle(f"Sweep history ({len(df)} trials)")
     return fig

@@ -85,9 +85,12 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
         fit(parts, data, cfg, state, out_dir)
         metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == "completed" else {}
     except BaseException as e:  # record every way a run can end, then let it propagate
-        write_metrics(out_dir, base | progress(state, start) | {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        write_metrics(out_dir, base | progress(state, start) | {"status": status, "error": f"{type(e).__name__}: {e}"})
         raise
     metrics = base | metrics | progress(state, start) | {"status": state.status}
+    if state.reason:
+        metrics["error"] = state.reason
     write_metrics(out_dir, metrics)
     log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.objectives))
     return objectives(cfg, metrics)

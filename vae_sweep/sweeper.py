@@ -6,7 +6,8 @@ and its output format) with a different `sweep` loop, which fixes what the plugi
 - a NaN objective (a diverged run) crashed the whole sweep: here it is a failed trial, and the sweep goes on;
 - `max_failure_rate` was judged per batch of n_jobs: here it is a budget for the whole study;
 - `n_trials` is the size of the study, so running the same command again tops it up rather than adding
-  n_trials more; trials left RUNNING by a killed process on this machine are marked failed;
+  n_trials more; trials left RUNNING by a killed process on this machine are marked failed (status
+  interrupted) and do not count toward n_trials;
 - the sampler is re-seeded from (seed, trial number) for each trial, so a resumed or shared study never
   re-draws points it already tried;
 - several processes can share one SQLite study: asking for a trial happens under a file lock;
@@ -74,7 +75,8 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                 for trial in trials:
                     finish(study, trial, TrialState.FAIL, None, {"status": "interrupted"})
                 self._write_results(study, directions)
-                raise
+                raise SystemExit(f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
+                                 "interrupted; run the same command again to resume the study") from None
             self.job_idx += len(returns)
             for trial, ret in zip(trials, returns):
                 record(study, trial, ret, len(directions))
@@ -88,14 +90,15 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         return instantiate(cfg, **({"seed": seed + seed_offset} if seed is not None else {}))
 
     def _ask(self, study: optuna.Study, dists: dict, fixed: dict, parallel: int) -> list[tuple]:
-        """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials."""
+        """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials
+        (interrupted trials, which produced nothing, do not count)."""
         batch = []
         for _ in range(parallel):
             with storage_lock(self.storage):
-                number = len(study.get_trials(deepcopy=False))
-                if number >= self.n_trials:
+                trials = study.get_trials(deepcopy=False)
+                if sum(t.user_attrs.get("status") != "interrupted" for t in trials) >= self.n_trials:
                     break
-                study.sampler = self._sampler(number)
+                study.sampler = self._sampler(len(trials))  # len(trials) is the next trial's number
                 trial = study.ask()
                 trial.set_user_attr("worker", WORKER)
                 batch.append((trial, self._configure_trials([trial], dists, fixed)[0]))
@@ -111,7 +114,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             raise SystemExit(
                 f"error: sweep stopped: {len(failed)} trials failed, more than hydra.sweeper.max_failure_rate="
                 f"{self.max_failure_rate} of n_trials={self.n_trials} allows; last: trial {last.number} "
-                f"{last.user_attrs.get('status')}: {last.user_attrs.get('error', '')}")
+                f"{last.user_attrs.get('status')} ({last.user_attrs.get('error', 'no message')})")
 
     def _write_results(self, study: optuna.Study, directions: list[str]) -> None:
         write_summary(study, Path(self.config.hydra.sweep.dir), directions)

@@ -48,6 +48,7 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     shuffle: torch.Generator = field(default_factory=torch.Generator)
     status: str = "completed"  # or "diverged"
+    reason: str | None = None  # why it diverged
     train_seconds: float = 0.0
 
 
@@ -75,8 +76,8 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
         logits, mu, logvar = model(x, sample=parts.loss.stochastic)
         terms = parts.loss(parts.likelihood.distortion(logits, x), rate(mu, logvar), state.step)
         if not torch.isfinite(terms["loss"]):
-            log.warning("loss is %s at step %d: stopping, status=diverged", terms["loss"].item(), state.step)
-            state.status = "diverged"
+            state.status, state.reason = "diverged", f"loss is {terms['loss'].item()} at step {state.step}"
+            log.warning("%s: stopping, status=diverged", state.reason)
             break
         parts.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
@@ -108,6 +109,10 @@ def _epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, ou
     if parts.scheduler is not None:
         parts.scheduler.step()
     val = validation_terms(parts.model, parts.likelihood, data.val_x, parts.loss.stochastic, cfg.eval.batch_size)
+    if not all(math.isfinite(val[k]) for k in ("distortion", "rate", "mse")):
+        state.status, state.reason = "diverged", f"validation terms are not finite after epoch {epoch + 1}"
+        log.warning("%s: stopping, status=diverged", state.reason)
+        return
     state.train_seconds += time.perf_counter() - start
     state.epoch = epoch + 1
     row = {"epoch": state.epoch, "step": state.step, "lr": parts.optimizer.param_groups[0]["lr"]}
