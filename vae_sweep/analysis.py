@@ -13,7 +13,8 @@ storage URLs (`sqlite:///multirun/pareto.db`) and returns one row per trial. Col
 
 Status is one of STATUSES. `missing`: the run dir has no readable metrics.json (not started, still loading
 data, or truncated). `diverged`: the run said so, or it says `completed` but an objective is NaN or infinite.
-`running`: the run (or trial) says so. A run killed hard also stays `running`: nothing tells it from a live
+`failed`: the run raised, or was interrupted (Ctrl-C: `interrupted` in metrics.json and the study); the
+`error` column says how. `running`: the run (or trial) says so. A run killed hard also stays `running`: nothing tells it from a live
 one, so the analysis reports what the files say and the status line counts it.
 Tables name their units in the column names (`distortion_nats`, `mse_per_pixel`); see `trials_table`.
 Figures live in `vae_sweep.analysis_plots`.
@@ -65,7 +66,8 @@ def _source_rows(source: str, study: str | None) -> list[dict]:
         raise ConfigError(f"{source}: no such sweep dir")
     if (path / ".hydra").is_dir():  # a single run dir
         return [{"source": source, "trial": 0, **read_run(path)}]
-    runs = sorted((d for d in path.iterdir() if _is_run_dir(d)), key=lambda d: (not d.name.isdigit(), _number(d.name)))
+    runs = sorted((d for d in path.iterdir() if _is_run_dir(d)), key=lambda d: (_number(d.name) is None,
+                                                                               _number(d.name) or 0, d.name))
     if not runs:
         raise ConfigError(f"{source}: no trial dirs in it (a sweep dir holds one folder per trial, each with .hydra/)")
     return [{"source": source, "trial": _number(d.name), **read_run(d)} for d in runs]
@@ -239,7 +241,7 @@ def status_counts(df: pd.DataFrame) -> dict[str, int]:
 def status_line(df: pd.DataFrame) -> str:
     """`8 trials: 5 completed, 1 diverged, 2 missing` (zero counts left out)."""
     counts = ", ".join(f"{n} {s}" for s, n in status_counts(df).items() if n)
-    return f"{len(df)} trials: {counts or 'none'}"
+    return f"{len(df)} trial{'s' if len(df) != 1 else ''}: {counts or 'none'}"
 
 
 def searched_params(df: pd.DataFrame) -> list[str]:
@@ -270,10 +272,12 @@ def default_out_dir(sources: list[str | Path], df: pd.DataFrame) -> Path:
 
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:
-    """The trials with units in the column names (`distortion_nats`, `mse_per_pixel`), kl_per_dim as JSON."""
+    """The trials with units in the column names (`distortion_nats`, `mse_per_pixel`); kl_per_dim as a JSON
+    list (non-finite entries as null)."""
     out = df.rename(columns={k: f"{k}_{unit}" for k, unit in UNITS.items()})
     if "kl_per_dim_nats" in out:
-        out["kl_per_dim_nats"] = out["kl_per_dim_nats"].map(lambda v: json.dumps(v) if isinstance(v, list) else None)
+        out["kl_per_dim_nats"] = out["kl_per_dim_nats"].map(
+            lambda v: json.dumps([x if _finite(x) else None for x in v]) if isinstance(v, list) else None)
     return out
 
 
@@ -286,7 +290,7 @@ def summary_markdown(df: pd.DataFrame, top: int = 5) -> str:
     lines = ["# Sweep analysis", "", f"{sources}: {status_line(df)}.", "",
              f"## Pareto set: {len(front)} of {len(done)} completed trials", "",
              "Minimising distortion and rate together: no other completed trial is at least as good in both.", ""]
-    lines += _md_table(front, df)
+    lines += _md_table(front, df) if len(front) else ["No completed trial has a finite distortion and rate."]
     for objective in OBJECTIVES:
         ranked = done.dropna(subset=[objective]).nsmallest(top, objective)
         if len(ranked):

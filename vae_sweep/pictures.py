@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from matplotlib.figure import Figure
-from torchvision.utils import save_image
 
 from vae_sweep.models import VAE
 
@@ -30,6 +28,13 @@ TRAVERSAL_RANGE = 3.0  # each traversed dimension goes from -3 to +3 (prior stan
 MANIFOLD_SIDE = 20  # manifold.png is a 20 x 20 grid over the 2-D latent plane
 ENCODE_BATCH = 512  # examples per forward pass when encoding the whole validation set
 
+
+
+def save_image(images: torch.Tensor, path: Path, nrow: int) -> None:
+    """torchvision's grid writer, imported here rather than at start-up (it costs a second or more)."""
+    from torchvision.utils import save_image as write_grid
+
+    write_grid(images, path, nrow=nrow)
 
 def save_pictures(
     model: VAE,
@@ -170,6 +175,8 @@ def save_latent_scatter(mu: torch.Tensor, labels: torch.Tensor, path: Path) -> P
     colorbar. More than 2 dimensions are projected onto the first two principal components."""
     mu, labels = mu.detach().float().cpu(), labels.detach().cpu()
     xy, xlabel, ylabel = _scatter_coords(mu, labels)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 5), layout="constrained")
     ax = fig.add_subplot()
     classes = labels.unique().tolist()

@@ -62,31 +62,34 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
 
 def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
     """One pass over the training set in shuffled batches. Returns the mean of each loss term, or stops early
-    with state.status = "diverged" when the loss stops being finite."""
-    model, x_all = parts.model, data.train_x
+    with state.status = "diverged" when the loss stops being finite.
+
+    The hot loop (benchmarks/bench.py measures it): settings are read from the config once rather than per step
+    (a DictConfig lookup costs microseconds), and each term's values are kept per step and summed once at the end
+    rather than added up step by step."""
+    model, optimizer, loss, likelihood = parts.model, parts.optimizer, parts.loss, parts.likelihood
+    x_all, batch_size, sample = data.train_x, int(cfg.batch_size), loss.stochastic
     model.train()
     order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
-    n_batches = len(x_all) // cfg.batch_size  # drop the last partial batch: BatchNorm needs full batches
+    n_batches = len(x_all) // batch_size  # drop the last partial batch: BatchNorm needs full batches
     if cfg.max_batches:
         n_batches = min(n_batches, cfg.max_batches)
-    sums: dict[str, torch.Tensor] = {}
-    steps = 0
+    values: dict[str, list[torch.Tensor]] = {}  # term -> its scalar value at each step
     for b in range(n_batches):
-        x = as_float(x_all[order[b * cfg.batch_size : (b + 1) * cfg.batch_size]])  # (B, C, H, W) in [0, 1]
-        logits, mu, logvar = model(x, sample=parts.loss.stochastic)
-        terms = parts.loss(parts.likelihood.distortion(logits, x), rate(mu, logvar), state.step)
+        x = as_float(x_all[order[b * batch_size : (b + 1) * batch_size]])  # (B, C, H, W) in [0, 1]
+        logits, mu, logvar = model(x, sample=sample)
+        terms = loss(likelihood.distortion(logits, x), rate(mu, logvar), state.step)
         if not torch.isfinite(terms["loss"]):
             state.status, state.reason = "diverged", f"loss is {terms['loss'].item()} at step {state.step}"
             log.warning("%s: stopping, status=diverged", state.reason)
             break
-        parts.optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        parts.optimizer.step()
+        optimizer.step()
         state.step += 1
-        steps += 1
         for k, v in terms.items():
-            sums[k] = sums.get(k, 0.0) + v.detach()
-    return {k: v.item() / max(1, steps) for k, v in sums.items()}
+            values.setdefault(k, []).append(v.detach())
+    return {k: torch.stack(v).sum().item() / len(v) for k, v in values.items()}
 
 
 def fit(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path) -> TrainState:
