@@ -14,8 +14,8 @@ storage URLs (`sqlite:///multirun/pareto.db`) and returns one row per trial. Col
 Status is one of STATUSES. `missing`: the run dir has no readable metrics.json (not started, still loading
 data, or truncated). `diverged`: the run said so, or it says `completed` but an objective is NaN or infinite.
 `failed`: the run raised, or was interrupted (Ctrl-C: `interrupted` in metrics.json and the study); the
-`error` column says how. `running`: the run (or trial) says so. A run killed hard also stays `running`: nothing tells it from a live
-one, so the analysis reports what the files say and the status line counts it.
+`error` column says how. `running`: the run (or trial) says so. A run killed hard also stays `running`:
+nothing tells it from a live one, so the analysis reports what the files say and the status line counts it.
 Tables name their units in the column names (`distortion_nats`, `mse_per_pixel`); see `trials_table`.
 Figures live in `vae_sweep.analysis_plots`.
 """

@@ -82,7 +82,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
     base = describe(cfg, parts, device)
     write_metrics(out_dir, base | {"status": "running"})
     try:
-        fit(parts, data, cfg, state, out_dir)
+        fit(parts, data, cfg, state, out_dir, progress=cfg.progress and not in_sweep())
         metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == "completed" else {}
     except BaseException as e:  # record every way a run can end, then let it propagate
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
@@ -152,5 +152,5 @@ def objectives(cfg: DictConfig, metrics: dict) -> float | tuple[float, ...]:
 
 def write_metrics(out_dir: Path, metrics: dict) -> None:
     """metrics.json, written atomically: the analysis may read it while the run is going."""
-    clean = {k: nan_to_none(v) if isinstance(v, float) else v for k, v in metrics.items()}
+    clean = {k: nan_to_none(v) for k, v in metrics.items()}
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(clean, indent=2) + "\n"))

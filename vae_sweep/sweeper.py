@@ -57,10 +57,9 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             dists.pop(name, None)
         check_search_space(self.config, dists, fixed)
         directions = self._get_directions()
-        storage = make_storage(self.storage)
-        study = optuna.create_study(study_name=self.study_name, storage=storage, directions=directions,
-                                    load_if_exists=True, sampler=self._sampler(0))
-        with storage_lock(self.storage):
+        with storage_lock(self.storage):  # two processes starting together would both create the tables
+            study = optuna.create_study(study_name=self.study_name, storage=make_storage(self.storage),
+                                        directions=directions, load_if_exists=True, sampler=self._sampler(0))
             fail_dead_trials(study)
         parallel, threads = parallelism(self.n_jobs)
         log.info("study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",

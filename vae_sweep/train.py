@@ -92,10 +92,10 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     return {k: torch.stack(v).sum().item() / len(v) for k, v in values.items()}
 
 
-def fit(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path) -> TrainState:
+def fit(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path, progress: bool) -> TrainState:
     """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt."""
     with logging_redirect_tqdm():  # log lines print above the bar instead of through it
-        bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not cfg.progress, leave=False)
+        bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not progress, leave=False)
         for epoch in bar:
             _epoch(parts, data, cfg, state, out_dir, epoch, bar)
             if state.status == "diverged":
@@ -226,6 +226,8 @@ def restore(parts: Parts, ckpt: dict, state: TrainState) -> None:
         torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
 
 
-def nan_to_none(x: float | None) -> float | None:
-    """JSON has no NaN: a missing or non-finite number is written as null."""
-    return None if x is None or not math.isfinite(x) else x
+def nan_to_none(x: object) -> object:
+    """JSON has no NaN or Infinity: a non-finite number, alone or in a list, is written as null."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    return [nan_to_none(v) for v in x] if isinstance(x, list) else x

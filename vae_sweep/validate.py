@@ -62,8 +62,10 @@ def _check_key(key: str, conf_dir: Path, chosen: dict[str, str]) -> None:
     if head in GROUPS and rest and chosen.get(head) not in (None, "null"):
         node, where = OmegaConf.load(conf_dir / head / f"{chosen[head]}.yaml"), f"{head}={chosen[head]}"
         name = rest.split(".")[0]
-    else:
+    else:  # the root config, and what the chosen sweep option (a `_global_` package) adds to it
         node, where, name = OmegaConf.load(conf_dir / "config.yaml"), "the config", head
+        if chosen.get("sweep") not in (None, "null"):
+            node = OmegaConf.merge(node, OmegaConf.load(conf_dir / "sweep" / f"{chosen['sweep']}.yaml"))
     if head in ("sweep",) or name in node or name == "defaults":
         return
     known = [k for k in node if k not in ("defaults", "_target_", "_partial_")]

@@ -1,0 +1,43 @@
+"""benchmarks/: the script's smallest mode still runs end to end, and the sweep-overhead arithmetic is right.
+No timing is asserted here: a benchmark is not a test."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sweeps import SweepRun, overhead, trials_per_minute  # noqa: E402
+
+
+def test_smoke_run_prints_every_table():
+    res = subprocess.run([sys.executable, "benchmarks/bench.py", "--smoke"], cwd=REPO, capture_output=True,
+                         text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for title in ("### Machine", "### Training loop on cpu", "### mlp on cpu against the measured matmul peak",
+                  "### Evaluation on cpu"):
+        assert title in res.stdout
+    rows = [line for line in res.stdout.splitlines() if line.startswith(("| mlp | cpu", "| conv | cpu"))]
+    assert len(rows) == 2 and all(line.count("x |") == 2 for line in rows)  # both ratios printed per model
+
+
+def _trial(end: float, wall: float, train: float, epochs: int) -> dict:
+    return {"end": end, "wall_seconds": wall, "train_seconds": train, "epochs": epochs}
+
+
+def test_overhead_subtracts_each_job_from_the_gap_between_launches():
+    # launches at 10, 15, 21; jobs of 4 s and 5 s start 0.25 s after their launch; the command ran 100 -> 130
+    trials = [_trial(14.25, 4.0, 3.0, 2), _trial(20.25, 5.0, 3.0, 2), _trial(25.25, 4.0, 3.0, 2)]
+    run = SweepRun(seconds=30.0, started=0.0, launches=[10.0, 15.0, 21.0], trials=trials)
+    o = overhead(run, default_epochs=10)
+    assert o["per_trial"] == pytest.approx(1.0)  # median of (15 - 10 - 4, 21 - 15 - 5)
+    assert o["before_job"] == pytest.approx(0.25) and o["after_job"] == pytest.approx(0.75)
+    assert o["startup"] == pytest.approx(10.0) and o["shutdown"] == pytest.approx(4.75)
+    # 2-epoch trials scaled to 10 epochs: wall + train * (10 / 2 - 1) = 4 + 12 (or 5 + 12)
+    assert o["trial"] == pytest.approx(16.0) and o["trial_estimated"]
+    whole, in_sweep = trials_per_minute(run)
+    assert whole == pytest.approx(6.0) and in_sweep == pytest.approx(60 * 3 / 15.25)
