@@ -1,0 +1,95 @@
+"""Which Optuna sampler maps the rate-distortion front best within the default sweep's budget?
+
+Runs the default sweep (`python -m vae_sweep --multirun`, default trials) once per sampler and seed, each into
+its own study, then scores every study's front by its 2-D hypervolume: the area dominated by the completed
+trials' (distortion, rate) points up to a reference point shared by all runs (the worst distortion and worst
+rate seen in any run, times 1.01). Larger is better. Also reports the sampler's own time per trial.
+
+    python benchmarks/sampler_choice.py            # nsgaii_small, random, motpe; seeds 0 1; 30 trials
+    python benchmarks/sampler_choice.py --samplers nsgaii_small random --seeds 0 --n-trials 20 -- epochs=5
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+from statistics import median
+
+import optuna
+
+# Extra overrides per sampler option (conf/hydra/sweeper/sampler/ and the plugin's own options).
+SAMPLER_ARGS = {
+    "nsgaii": [],  # the plugin's NSGA-II config, population 50 (so 30 trials are one random generation)
+    "nsgaii_small": [],  # vae_sweep's default: population 10
+    "random": [],
+    "motpe": ["hydra.sweeper.sampler.n_startup_trials=10"],
+}
+
+
+def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by `points` (both coordinates minimised) inside the box below `ref`."""
+    area, best_rate = 0.0, ref[1]
+    for d, r in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
+        if r < best_rate:
+            area += (ref[0] - d) * (best_rate - r)
+            best_rate = r
+    return area
+
+
+def run_sweep(out: Path, sampler: str, seed: int, n_trials: int, extra: list[str]) -> float:
+    name = f"{sampler}_s{seed}"
+    args = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra/sweeper/sampler={sampler}",
+            f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.study_name={name}",
+            f"hydra.sweeper.storage=sqlite:///{out}/samplers.db", f"hydra.sweep.dir={out}/{name}",
+            f"hydra.sweeper.n_trials={n_trials}", *SAMPLER_ARGS[sampler], *extra]
+    start = time.perf_counter()
+    subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samplers", nargs="+", default=["nsgaii_small", "random", "motpe"], choices=sorted(SAMPLER_ARGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    parser.add_argument("--n-trials", type=int, default=30)
+    parser.add_argument("--out", type=Path, default=Path("multirun/sampler_choice"))
+    parser.add_argument("overrides", nargs="*", help="extra overrides for every trial, after --")
+    opts = parser.parse_args()
+    opts.out = opts.out.resolve()
+    opts.out.mkdir(parents=True, exist_ok=True)
+    walls = {}
+    for seed in opts.seeds:  # alternate samplers within each seed, so machine load hits all alike
+        for sampler in opts.samplers:
+            walls[sampler, seed] = run_sweep(opts.out, sampler, seed, opts.n_trials, opts.overrides)
+            print(f"ran {sampler} seed {seed}: {walls[sampler, seed]:.0f} s", flush=True)
+    report(opts, walls)
+
+
+def report(opts: argparse.Namespace, walls: dict) -> None:
+    storage = f"sqlite:///{opts.out}/samplers.db"
+    fronts, sampler_s = {}, {}
+    for sampler, seed in walls:
+        trials = optuna.load_study(study_name=f"{sampler}_s{seed}", storage=storage).trials
+        fronts[sampler, seed] = [tuple(t.values) for t in trials if t.state.name == "COMPLETE"]
+        # sampler time: from a trial's start to its run's own start is sampling + launch; use the study clock
+        gaps = [(b.datetime_start - a.datetime_complete).total_seconds() for a, b in zip(trials, trials[1:])
+                if a.datetime_complete and b.datetime_start]
+        sampler_s[sampler, seed] = median(gaps) if gaps else float("nan")
+    every = [p for pts in fronts.values() for p in pts]
+    ref = (max(p[0] for p in every) * 1.01, max(p[1] for p in every) * 1.01)
+    print(f"\nreference point: distortion {ref[0]:.1f} nats, rate {ref[1]:.1f} nats; {opts.n_trials} trials each")
+    print(f"{'sampler':8} {'seed':>4} {'completed':>9} {'hypervolume':>12} {'between trials s':>17} {'sweep s':>8}")
+    for (sampler, seed), pts in fronts.items():
+        hv = hypervolume_2d(pts, ref)
+        print(f"{sampler:8} {seed:>4} {len(pts):>9} {hv:>12.0f} {sampler_s[sampler, seed]:>17.2f} {walls[sampler, seed]:>8.0f}")
+    print("\nmedian hypervolume by sampler:")
+    for sampler in opts.samplers:
+        hvs = [hypervolume_2d(fronts[sampler, s], ref) for s in opts.seeds]
+        print(f"  {sampler:8} {median(hvs):10.0f}   (seeds: {', '.join(f'{h:.0f}' for h in hvs)})")
+
+
+if __name__ == "__main__":
+    main()
