@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
@@ -120,18 +121,24 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
 
 
 def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
-    """Every end of every searched range, and every fixed value, must pass the job's own validation."""
+    """Both ends of every searched range, every choice, and every fixed value must pass the job's own
+    validation, so a sweep that could only fail stops here, before its first trial."""
     from vae_sweep.validate import validate
 
+    job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+    for name, value in fixed.items():
+        OmegaConf.update(job_cfg, name, yaml.safe_load(str(value)), force_add=True)
+    checks = [("", job_cfg)]  # the fixed values, then each end of each range
     for name, dist in dists.items():
-        values = getattr(dist, "choices", None) or (dist.low, dist.high)
-        for value in values:
-            cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
+        for value in getattr(dist, "choices", None) or (dist.low, dist.high):
+            cfg = job_cfg.copy()
             OmegaConf.update(cfg, name, value, force_add=True)
-            try:
-                validate(cfg)
-            except ConfigError as e:
-                raise SystemExit(f"error: hydra.sweeper.params.{name} reaches {value}: {e}") from None
+            checks.append((f"hydra.sweeper.params.{name} reaches {value}: ", cfg))
+    for where, cfg in checks:
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise SystemExit(f"error: {where}{e}") from None
 
 
 def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
