@@ -43,6 +43,7 @@ log = logging.getLogger("bench")
 @dataclass(frozen=True)
 class Mode:
     repeats: int  # alternating rounds behind each median
+    eval_repeats: int  # the same for evaluation (an IWAE pass over the conv model takes seconds)
     iwae_k: int  # importance samples for the IWAE throughput (the default config's eval.iwae_k is 100)
     sweep_trials: int  # trials in the serial sweep whose overhead is measured (0: no sweeps)
     sweep_epochs: int | None  # epochs per trial in that sweep; None: the default config's
@@ -51,10 +52,11 @@ class Mode:
     pair_rounds: int  # serial/parallel pairs, run in ABBA order
 
 
+SECTIONS = ["loops", "flops", "eval", "sweep", "parallel"]
 MODES = {
-    "full": Mode(repeats=7, iwae_k=100, sweep_trials=6, sweep_epochs=None, pair_trials=6, pair_epochs=5, pair_rounds=2),
-    "quick": Mode(repeats=4, iwae_k=100, sweep_trials=3, sweep_epochs=3, pair_trials=4, pair_epochs=3, pair_rounds=1),
-    "smoke": Mode(repeats=1, iwae_k=5, sweep_trials=0, sweep_epochs=1, pair_trials=0, pair_epochs=1, pair_rounds=0),
+    "full": Mode(repeats=7, eval_repeats=3, iwae_k=100, sweep_trials=6, sweep_epochs=None, pair_trials=6, pair_epochs=5, pair_rounds=2),
+    "quick": Mode(repeats=4, eval_repeats=2, iwae_k=100, sweep_trials=3, sweep_epochs=3, pair_trials=4, pair_epochs=3, pair_rounds=1),
+    "smoke": Mode(repeats=1, eval_repeats=1, iwae_k=5, sweep_trials=0, sweep_epochs=1, pair_trials=0, pair_epochs=1, pair_rounds=0),
 }
 
 
@@ -154,9 +156,9 @@ def evaluation(device: torch.device, mode: Mode) -> None:
             "val": lambda: (validation_terms(parts.model, parts.likelihood, data.val_x, True, cfg.eval.batch_size), n)[1],
             "iwae": lambda: (iwae_nll(parts.model, parts.likelihood, data.val_x, mode.iwae_k), n)[1],
         }
-        r = alternate(contenders, mode.repeats, device)
+        r = alternate(contenders, mode.eval_repeats, device)
         rows.append([model, r["val"], r["iwae"], r["iwae"] * mode.iwae_k])
-    table(f"Evaluation on {device.type}: examples/s over the 500 validation images (median of {mode.repeats})",
+    table(f"Evaluation on {device.type}: examples/s over the 500 validation images (median of {mode.eval_repeats})",
           ["model", "validation_terms", f"iwae_nll (k={mode.iwae_k})", "IWAE decoded samples/s"], rows)
 
 
@@ -192,10 +194,11 @@ def parallel_sweeps(mode: Mode, tmp: Path) -> None:
 
 
 def extras(mode: Mode) -> None:
-    from extras import adam_variants, autocast_and_compile  # noqa: PLC0415  only with --extras
+    from extras import adam_variants, autocast_and_compile, bce_formulas  # noqa: PLC0415  only with --extras
 
-    for title, header, rows, note in (adam_variants(mode.repeats), autocast_and_compile(mode.repeats)):
-        table(title, header, rows, note)
+    for section in (adam_variants, autocast_and_compile, bce_formulas):
+        log.info("extras: %s", section.__name__)
+        table(*section(mode.repeats))
 
 
 def main() -> None:
@@ -204,7 +207,10 @@ def main() -> None:
     size.add_argument("--quick", action="store_true", help="fewer repeats and shorter sweeps")
     size.add_argument("--smoke", action="store_true", help="one repeat, no sweeps: proves the script runs")
     parser.add_argument("--extras", action="store_true", help="also Adam's implementations, bf16 autocast, torch.compile")
+    parser.add_argument("--only", nargs="+", choices=[*SECTIONS, "extras"], default=SECTIONS, metavar="SECTION",
+                        help=f"run only these sections, of: {' '.join(SECTIONS)} extras")
     args = parser.parse_args()
+    sections = set(args.only) | ({"extras"} if args.extras else set())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("vae_sweep").setLevel(logging.WARNING)
     mode = MODES["smoke" if args.smoke else "quick" if args.quick else "full"]
@@ -214,19 +220,20 @@ def main() -> None:
     start = time.perf_counter()
     print(f"## vae_sweep benchmarks ({'smoke' if args.smoke else 'quick' if args.quick else 'full'} run)")
     machine(threads)
-    loops(cpu, mode)
-    flops(cpu, mode)
-    evaluation(cpu, mode)
-    if torch.cuda.is_available():
-        cuda = torch.device("cuda")
-        loops(cuda, mode)
-        flops(cuda, mode)
+    devices = [cpu, torch.device("cuda")] if torch.cuda.is_available() else [cpu]
+    for device in devices:
+        if "loops" in sections:
+            loops(device, mode)
+        if "flops" in sections:
+            flops(device, mode)
+    if "eval" in sections:
+        evaluation(cpu, mode)
     with tempfile.TemporaryDirectory(prefix="vae_sweep_bench_") as tmp:
-        if mode.sweep_trials:
+        if "sweep" in sections and mode.sweep_trials:
             sweep_overhead(mode, Path(tmp))
-        if mode.pair_rounds:
+        if "parallel" in sections and mode.pair_rounds:
             parallel_sweeps(mode, Path(tmp))
-    if args.extras:
+    if "extras" in sections:
         extras(mode)
     print(f"\n{time.perf_counter() - start:.0f} s in all; load average at the end (1 min): {os.getloadavg()[0]:.2f}")
 

@@ -4,13 +4,17 @@
   which one conf/optimizer/adam.yaml should ask for.
 - bf16 autocast and torch.compile, each on the in-memory plain loop against the same loop in eager fp32: whether
   either should be a default. (On CPUs without native bf16, autocast emulates it and runs many times slower.)
+- The Bernoulli distortion (binary cross-entropy with logits) as PyTorch computes it, against the same formula
+  written out without `log1p`, whose CPU kernel is not vectorised in the AVX-512 build: a proposal for losses.py.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
+import torch.nn.functional as F
 
 from harness import alternate, config, fresh_parts, ours
 from plain_loops import in_memory_epoch
@@ -59,3 +63,49 @@ def autocast_and_compile(repeats: int) -> tuple[str, list[str], list[list], str]
     return (f"Extras: in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
             ["model", "eager fp32", "bf16 autocast", "vs fp32", "torch.compile", "vs fp32", "first epoch with compile (s)"],
             rows, "")
+
+
+class WrittenOutBCE(torch.autograd.Function):
+    """Binary cross-entropy with logits per pixel, -[x log s(l) + (1 - x) log(1 - s(l))] with s the sigmoid,
+    computed as max(l, 0) - x l + log(1 + exp(-|l|)) (the same stable form PyTorch uses, but `log` where PyTorch
+    calls `log1p`). Its gradient with respect to the logits is s(l) - x."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, x)
+        return logits.clamp(min=0) - x * logits + torch.exp(-logits.abs()).add_(1).log_()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        logits, x = ctx.saved_tensors
+        return (torch.sigmoid(logits) - x) * grad, None
+
+
+def bce_formulas(repeats: int) -> tuple[str, list[str], list[list], str]:
+    """Forward and forward+backward of the distortion summed over pixels (B, 1, 28, 28) -> (B,), in microseconds,
+    for a training batch (128) and one IWAE chunk (32 samples x 100 images), and the largest difference in nats."""
+    builtin = lambda l, x: F.binary_cross_entropy_with_logits(l, x, reduction="none").flatten(1).sum(1)  # noqa: E731
+    written = lambda l, x: WrittenOutBCE.apply(l, x).flatten(1).sum(1)  # noqa: E731
+    rows = []
+    for batch in (128, 3200):
+        logits, x = 4 * torch.randn(batch, 1, 28, 28), torch.rand(batch, 1, 28, 28)
+        exact = builtin(logits.double(), x.double())
+        for name, f in (("F.binary_cross_entropy_with_logits", builtin), ("written out, log instead of log1p", written)):
+            leaf = logits.clone().requires_grad_()
+            fwd = _median_us(lambda: f(logits, x), 10 * repeats)
+            both = _median_us(lambda: f(leaf, x).sum().backward(), 10 * repeats)
+            err = (f(logits, x).double() - exact).abs().max().item()
+            rows.append([batch, name, fwd, both, f"{err:.1e}"])
+    return (f"Extras: Bernoulli distortion on cpu, microseconds per call (median of {10 * repeats})",
+            ["images", "formula", "forward", "forward + backward", "max |error| vs float64, nats per image"], rows,
+            "The error column is float32 rounding of the sum over 784 pixels; both formulas round alike.")
+
+
+def _median_us(fn, n: int) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1e6 * statistics.median(times)

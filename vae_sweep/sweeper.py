@@ -9,7 +9,7 @@ and its output format) with a different `sweep` loop, which fixes what the plugi
   n_trials more; trials left RUNNING by a killed process on this machine are marked failed (status
   interrupted) and do not count toward n_trials;
 - the sampler is re-seeded from (seed, trial number) for each trial, so a resumed or shared study never
-  re-draws points it already tried;
+  re-draws points it already tried, and different seeds give independent streams;
 - several processes can share one SQLite study: asking for a trial happens under a file lock;
 - parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
 - each trial's metrics.json goes into the study as user attributes, and a summary is written at the end.
@@ -27,7 +27,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+import sqlalchemy
 import yaml
 from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
@@ -83,11 +85,13 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             self._check_failure_budget(study)
         self._write_results(study, directions)
 
-    def _sampler(self, seed_offset: int) -> optuna.samplers.BaseSampler:
-        """The configured sampler, with its seed shifted by `seed_offset` (when it has a seed)."""
+    def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
+        """The configured sampler for trial `number`, seeded from (seed, number) when it has a seed. The pair
+        goes through numpy's SeedSequence: `seed + number` would make seed 1's stream seed 0's, one trial on."""
         cfg = self.sampler
-        seed = cfg.get("seed")
-        return instantiate(cfg, **({"seed": seed + seed_offset} if seed is not None else {}))
+        if cfg.get("seed") is None:
+            return instantiate(cfg)
+        return instantiate(cfg, seed=int(np.random.SeedSequence([cfg.seed, number]).generate_state(1)[0]))
 
     def _ask(self, study: optuna.Study, dists: dict, fixed: dict, parallel: int) -> list[tuple]:
         """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials
@@ -142,14 +146,26 @@ def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
 
 
 def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
-    """An RDB storage; SQLite gets its folder created and a 60 s lock timeout so processes can share it."""
-    if url is None:
-        return None
-    kwargs = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs = {"connect_args": {"timeout": 60}}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    """An RDB storage. SQLite gets its folder created, a 60 s lock timeout so processes can share it, and
+    write-ahead logging with synchronous=NORMAL: about 8 commits a trial then cost a millisecond each instead
+    of an fsync each, and a crash can still lose only the last commit, never corrupt the file."""
+    if url is None or not url.startswith("sqlite:///"):
+        return optuna.storages.RDBStorage(url) if url else None
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # SQLAlchemy 1.4 gives file SQLite a NullPool: a connection opened and closed for each of ~20 sessions a
+    # trial. A small pool keeps them (each process has its own; SQLite's locks still arbitrate the writes).
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={
+        "connect_args": {"timeout": 60}, "poolclass": sqlalchemy.pool.QueuePool, "pool_size": 2})
+    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
+    return storage
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 @contextlib.contextmanager
