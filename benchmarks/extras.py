@@ -97,7 +97,7 @@ def bce_formulas(repeats: int) -> tuple[str, list[str], list[list], str]:
             err = (f(logits, x).double() - exact).abs().max().item()
             rows.append([batch, name, fwd, both, f"{err:.1e}"])
     return (f"Extras: Bernoulli distortion on cpu, microseconds per call (median of {10 * repeats})",
-            ["images", "formula", "forward", "forward + backward", "max |error| vs float64, nats per image"], rows,
+            ["images", "formula", "forward", "forward + backward", "max abs error vs float64, nats per image"], rows,
             "The error column is float32 rounding of the sum over 784 pixels; both formulas round alike.")
 
 

@@ -3,9 +3,12 @@ contender, and the alternating timer that turns contenders into median rates."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
@@ -15,14 +18,72 @@ from torch import nn
 from vae_sweep import data as datasets
 from vae_sweep.train import Parts, TrainState, build, train_epoch
 
-from sweeps import REPO
-
+REPO = Path(__file__).resolve().parents[1]
 Rates = dict[str, float]  # contender name -> median units per second
 
 
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+QUIET = 0.05  # a sample is re-taken when other processes used more than this share of the machine's CPU time
+RETRIES = 3  # re-takes per sample, each after a pause; then the sample is kept and counted as disturbed
+
+
+@dataclass
+class Disturbance:
+    """Samples that other processes disturbed since the last `take()`: re-taken, and kept anyway."""
+
+    retaken: int = 0
+    kept: int = 0
+
+    def take(self) -> tuple[int, int]:
+        counts, self.retaken, self.kept = (self.retaken, self.kept), 0, 0
+        return counts
+
+
+DISTURBANCE = Disturbance()
+
+
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy CPU seconds of the whole machine, all CPU seconds, this process's CPU seconds) from /proc/stat;
+    None where there is no /proc/stat."""
+    try:
+        fields = [int(v) for v in open("/proc/stat").readline().split()[1:9]]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = fields
+    tick, own = os.sysconf("SC_CLK_TCK"), os.times()
+    busy = user + nice + system + irq + softirq + steal  # steal: a hypervisor gave the time to another guest
+    return busy / tick, (busy + idle + iowait) / tick, own.user + own.system + own.children_user + own.children_system
+
+
+def others_share(before: tuple | None, after: tuple | None) -> float:
+    """Share of the machine's CPU time that other processes used between two `cpu_seconds()` readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return 0.0
+    return max(0.0, (after[0] - before[0]) - (after[2] - before[2])) / (after[1] - before[1])
+
+
+def timed(fn: Callable[[], float], device: torch.device) -> float:
+    """fn's units per second. A sample during which other processes used the CPU (a shared machine) is re-taken
+    after a pause, up to RETRIES times, then kept; DISTURBANCE counts both."""
+    for attempt in range(RETRIES + 1):
+        before = cpu_seconds()
+        sync(device)
+        start = time.perf_counter()
+        units = fn()
+        sync(device)
+        seconds = time.perf_counter() - start
+        if others_share(before, cpu_seconds()) <= QUIET:
+            break
+        if attempt == RETRIES:
+            DISTURBANCE.kept += 1
+        else:
+            DISTURBANCE.retaken += 1
+            time.sleep(2.0)
+    return units / seconds
 
 
 def alternate(contenders: dict[str, Callable[[], float]], repeats: int, device: torch.device) -> Rates:
@@ -34,18 +95,20 @@ def alternate(contenders: dict[str, Callable[[], float]], repeats: int, device: 
     names, samples = list(contenders), {name: [] for name in contenders}
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
-            sync(device)
-            start = time.perf_counter()
-            units = contenders[name]()
-            sync(device)
-            samples[name].append(units / (time.perf_counter() - start))
+            samples[name].append(timed(contenders[name], device))
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
-def matmul(device: torch.device, n: int = 2048) -> Callable[[], float]:
-    """One (n, n) @ (n, n) fp32 matmul: 2 n^3 FLOPs (a multiply and an add per term)."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-    return lambda: (a @ b, 2.0 * n**3)[1]
+def matmul(device: torch.device, n: int = 2048, times: int = 3) -> Callable[[], float]:
+    """`times` (n, n) @ (n, n) fp32 matmuls: 2 n^3 FLOPs each (a multiply and an add per term)."""
+    a, b, out = (torch.randn(n, n, device=device) for _ in range(3))
+
+    def run() -> float:
+        for _ in range(times):
+            torch.mm(a, b, out=out)
+        return 2.0 * n**3 * times
+
+    return run
 
 
 def train_step_flops(model: nn.Module, batch_size: int) -> float:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, cpu_seconds, others_share
 HYDRA_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] (.*)$", re.M)
 
 
@@ -28,15 +28,16 @@ class SweepRun:
     started: float  # wall-clock time (epoch seconds) at which the command was started
     launches: list[float]  # wall-clock time of each "Launching" line of the launcher (one per batch of trials)
     trials: list[dict]  # each trial's metrics.json by trial number, plus "end": the file's modification time
+    others: float = 0.0  # share of the machine's CPU time that other processes used meanwhile
 
 
 def run_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
     """Run a sweep of `n_trials` into `folder` (its own SQLite study) and collect its timings."""
     cmd = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra.sweep.dir={folder}",
            f"hydra.sweeper.storage=sqlite:///{folder}/s.db", f"hydra.sweeper.n_trials={n_trials}", *overrides]
-    started, start = time.time(), time.perf_counter()
+    cpu, started, start = cpu_seconds(), time.time(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, others = time.perf_counter() - start, others_share(cpu, cpu_seconds())
     if proc.returncode != 0:
         raise RuntimeError(f"sweep failed: {' '.join(cmd)}\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
     launches = [_stamp(t) for t, msg in HYDRA_LINE.findall(proc.stdout + proc.stderr) if msg.startswith("Launching")]
@@ -49,7 +50,7 @@ def run_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
         trials.append(metrics)
     if len(trials) != n_trials:
         raise RuntimeError(f"{folder}: {len(trials)} trials written, {n_trials} asked")
-    return SweepRun(seconds, started, launches, trials)
+    return SweepRun(seconds, started, launches, trials, others)
 
 
 def _stamp(text: str) -> float:

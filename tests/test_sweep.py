@@ -161,3 +161,10 @@ def test_grid_sweep_with_the_basic_sweeper(tmp_path):
     assert res.returncode == 0, res.stderr
     betas = sorted(json.loads(p.read_text())["beta"] for p in (tmp_path / "g").glob("*/metrics.json"))
     assert betas == [0.1, 4.0]
+
+
+def test_searching_beta_with_a_loss_that_ignores_it_is_refused(tmp_path):
+    res = cli(sweep_args(tmp_path, "s", 3, "loss=elbo"), cwd=tmp_path)
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1] == ("error: hydra.sweeper.params.beta: no config group reads it "
+                                                   "(loss=elbo, model=mlp); use loss=beta to search beta")

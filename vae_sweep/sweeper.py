@@ -42,6 +42,7 @@ from vae_sweep.sweep_summary import write_summary
 
 log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
+GROUP_KEYS = ("model", "loss", "optimizer", "likelihood", "scheduler", "dataset")
 
 
 class VaeOptunaSweeperImpl(OptunaSweeperImpl):
@@ -132,6 +133,11 @@ def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
     job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     for name, value in fixed.items():
         OmegaConf.update(job_cfg, name, yaml.safe_load(str(value)), force_add=True)
+    for knob in ("beta", "latent_dim", "lr"):  # a searched knob that no group reads would be searched in vain
+        if knob in dists and f"${{{knob}}}" not in OmegaConf.to_yaml(OmegaConf.masked_copy(config, list(GROUP_KEYS))):
+            choices = config.hydra.runtime.choices
+            raise SystemExit(f"error: hydra.sweeper.params.{knob}: no config group reads it "
+                             f"(loss={choices.get('loss')}, model={choices.get('model')}); use loss=beta to search beta")
     checks = [("", job_cfg)]  # the fixed values, then each end of each range
     for name, dist in dists.items():
         for value in getattr(dist, "choices", None) or (dist.low, dist.high):
