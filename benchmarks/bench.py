@@ -35,7 +35,7 @@ from sweeps import SweepRun, overhead, run_sweep, trials_per_minute  # noqa: E40
 
 from vae_sweep import data as datasets  # noqa: E402
 from vae_sweep.evaluate import iwae_nll, validation_terms  # noqa: E402
-from vae_sweep.job import set_threads  # noqa: E402
+from vae_sweep.job import cpu_count, set_threads  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -64,7 +64,7 @@ def loop_contenders(cfg: DictConfig, device: torch.device) -> dict[str, Callable
     """vae_sweep's loop, the classic DataLoader loop and the in-memory plain loop, each with its own copy of the
     same model and optimiser (same config, same seed)."""
     data = datasets.load(cfg.dataset, device)
-    n = (cfg.max_batches or len(data.train_x)) * cfg.batch_size  # --smoke: the plain loops see max_batches too
+    n = cfg.max_batches * cfg.batch_size if cfg.max_batches else len(data.train_x)  # --smoke caps the plain loops too
     beta = float(cfg.beta)
     classic = fresh_parts(cfg, data, device)
     loader = mnist_loader(data.train_x[:n], data.train_y[:n], cfg.batch_size, device.type == "cuda")
@@ -106,7 +106,7 @@ def machine(threads: int) -> None:
     cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor())
     flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
     bf16 = "yes" if {"avx512_bf16", "amx_bf16"} & set(flags) else "no"
-    rows = [["CPU", cpu], ["cores (usable)", str(os.cpu_count())], ["torch threads", str(threads)],
+    rows = [["CPU", cpu], ["cores (usable)", str(cpu_count())], ["torch threads", str(threads)],
             ["native bf16 (avx512_bf16/amx_bf16)", bf16], ["torch", torch.__version__],
             ["python", platform.python_version()], ["load average at start (1 min)", f"{os.getloadavg()[0]:.2f}"]]
     if torch.cuda.is_available():

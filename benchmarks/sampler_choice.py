@@ -6,8 +6,8 @@ trials' (distortion, rate) points up to a reference point shared by all runs (th
 rate seen in any run, times 1.01). Larger is better. Also reports the per-trial overhead: a trial's time in the
 study (from ask to tell: sampling, launching the job, recording it) minus the job's own wall time.
 
-    python benchmarks/sampler_choice.py            # nsgaii_small, random, motpe; seeds 0 1; 30 trials
-    python benchmarks/sampler_choice.py --samplers nsgaii_small random --seeds 0 --n-trials 20 -- epochs=5
+    python benchmarks/sampler_choice.py            # motpe, nsgaii_pop10, random; seeds 0 1; 30 trials
+    python benchmarks/sampler_choice.py --samplers motpe random --seeds 0 --n-trials 20 -- epochs=5
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from statistics import median
 
 import optuna
 
-# Extra overrides per sampler option (conf/hydra/sweeper/sampler/ and the plugin's own options).
-SAMPLER_ARGS = {
-    "nsgaii": [],  # the plugin's NSGA-II config, population 50 (so 30 trials are one random generation)
-    "nsgaii_small": [],  # vae_sweep's default: population 10
-    "random": [],
-    "motpe": ["hydra.sweeper.sampler.n_startup_trials=10"],
+# name -> (sampler option of hydra-optuna-sweeper, extra overrides). NSGA-II's default population (50) would
+# make 30 trials one random generation, so it runs with 10 here.
+SAMPLERS = {
+    "nsgaii_pop10": ("nsgaii", ["hydra.sweeper.sampler.population_size=10"]),
+    "random": ("random", []),
+    "motpe": ("motpe", ["hydra.sweeper.sampler.n_startup_trials=10"]),
 }
 
 
@@ -42,10 +42,11 @@ def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) 
 
 def run_sweep(out: Path, sampler: str, seed: int, n_trials: int, extra: list[str]) -> float:
     name = f"{sampler}_s{seed}"
-    args = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra/sweeper/sampler={sampler}",
+    option, extra_args = SAMPLERS[sampler]
+    args = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra/sweeper/sampler={option}",
             f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.study_name={name}",
             f"hydra.sweeper.storage=sqlite:///{out}/samplers.db", f"hydra.sweep.dir={out}/{name}",
-            f"hydra.sweeper.n_trials={n_trials}", *SAMPLER_ARGS[sampler], *extra]
+            f"hydra.sweeper.n_trials={n_trials}", *extra_args, *extra]
     start = time.perf_counter()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -53,7 +54,7 @@ def run_sweep(out: Path, sampler: str, seed: int, n_trials: int, extra: list[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samplers", nargs="+", default=["nsgaii_small", "random", "motpe"], choices=sorted(SAMPLER_ARGS))
+    parser.add_argument("--samplers", nargs="+", default=sorted(SAMPLERS), choices=sorted(SAMPLERS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--n-trials", type=int, default=30)
     parser.add_argument("--out", type=Path, default=Path("multirun/sampler_choice"))

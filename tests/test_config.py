@@ -91,3 +91,16 @@ def test_cfg_job_prints_the_composed_config(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "_target_: vae_sweep.models.conv_vae" in out.stdout and "beta: 0.1" in out.stdout
     assert "channels:" in out.stdout and not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "motpe", "nsgaii", "cmaes"])
+@pytest.mark.parametrize("sweep", ["pareto", "elbo"])
+def test_every_sampler_can_replace_the_sweeps_default(sweep, sampler):
+    """A sweep config must not set a field only its default sampler has: switching would then fail to compose."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"sweep={sweep}", f"hydra/sweeper/sampler={sampler}"],
+                      return_hydra_config=True)
+    assert cfg.hydra.sweeper.sampler._target_.lower().endswith(f"{sampler}sampler")
+    assert cfg.hydra.sweeper.sampler.seed == 0
