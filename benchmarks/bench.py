@@ -202,7 +202,7 @@ def sweep_overhead(mode: Mode, tmp: Path) -> None:
 def parallel_sweeps(mode: Mode, tmp: Path) -> None:
     common = [f"epochs={mode.pair_epochs}"] if mode.pair_epochs else []
     ways = {"serial, 2 threads": common, "parallel, 2 x 1 thread": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common]}
-    samples: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
+    samples: dict[str, list[tuple[float, ...]]] = {w: [] for w in ways}
     others = []
     order = [w for r in range(mode.pair_rounds) for w in (list(ways) if r % 2 == 0 else list(ways)[::-1])]  # ABBA
     for i, way in enumerate(order):
@@ -210,19 +210,21 @@ def parallel_sweeps(mode: Mode, tmp: Path) -> None:
         run = quiet_sweep(tmp / f"pair{i}", mode.pair_trials, ways[way])
         samples[way].append(trials_per_minute(run))
         others.append(run.others)
-    med = {w: (statistics.median(s[0] for s in v), statistics.median(s[1] for s in v)) for w, v in samples.items()}
+    med = {w: [statistics.median(column) for column in zip(*v)] for w, v in samples.items()}
     base = med["serial, 2 threads"]
-    rows = [[w, m[0], f"{m[0] / base[0]:.2f}x", m[1], f"{m[1] / base[1]:.2f}x"] for w, m in med.items()]
+    rows = [[w, *(cell for m, b in zip(rates, base) for cell in (m, f"{m / b:.2f}x"))] for w, rates in med.items()]
     table(f"Trials per minute, {mode.pair_trials} trials of {mode.pair_epochs or 'default'} epochs "
           f"(median of {mode.pair_rounds} each, ABBA order)",
-          ["how", "whole command", "ratio", "first launch -> last job end", "ratio"], rows,
-          f"Other processes used at most {100 * max(others):.0f}% of the CPU during these sweeps.")
+          ["how", "whole command", "ratio", "first launch -> last job end", "ratio", "after the first batch", "ratio"],
+          rows, "After the first batch: from the second launch to the last job's end, once the launcher's workers "
+          "have started and imported everything; the rate a long sweep approaches. Other processes used at most "
+          f"{100 * max(others):.0f}% of the CPU during these sweeps.")
 
 
 def extras(mode: Mode) -> None:
-    from extras import adam_variants, autocast_and_compile, bce_formulas  # noqa: PLC0415  only with --extras
+    from extras import adam_variants, bce_formulas, bf16_autocast, compiled  # noqa: PLC0415  only with --extras
 
-    for section in (adam_variants, autocast_and_compile, bce_formulas):
+    for section in (adam_variants, bf16_autocast, compiled, bce_formulas):
         log.info("extras: %s", section.__name__)
         table(*section(mode.repeats))
 

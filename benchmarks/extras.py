@@ -3,22 +3,29 @@
 - Adam's three implementations (a Python loop over parameters, `foreach`, `fused`) inside vae_sweep's own loop:
   which one conf/optimizer/adam.yaml should ask for.
 - bf16 autocast and torch.compile, each on the in-memory plain loop against the same loop in eager fp32: whether
-  either should be a default. (On CPUs without native bf16, autocast emulates it and runs many times slower.)
+  either should be a default. bf16 is measured twice: as this CPU runs it, and with the kernels capped at AVX2,
+  as on a CPU without native bf16 instructions, where autocast emulates bf16 and runs many times slower.
 - The Bernoulli distortion (binary cross-entropy with logits) as PyTorch computes it, against the same formula
   written out without `log1p`, whose CPU kernel is not vectorised in the AVX-512 build: a proposal for losses.py.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 
 import torch
 import torch.nn.functional as F
 
-from harness import alternate, config, fresh_parts, ours
-from plain_loops import in_memory_epoch
-from vae_sweep import data as datasets
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # when run as a script: `extras.py bf16 N`
+from harness import alternate, config, fresh_parts, ours  # noqa: E402
+from plain_loops import in_memory_epoch  # noqa: E402
+from vae_sweep import data as datasets  # noqa: E402
 
 CPU = torch.device("cpu")
 ADAM = {
@@ -39,30 +46,68 @@ def adam_variants(repeats: int) -> tuple[str, list[str], list[list], str]:
             ["model", "batch", *ADAM, "fused vs for-loop"], rows, "")
 
 
-def autocast_and_compile(repeats: int) -> tuple[str, list[str], list[list], str]:
-    """The in-memory plain loop in eager fp32, under bf16 autocast, and with torch.compile(model): examples/s."""
-    rows = []
+AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def _plain(model: str) -> tuple:
+    cfg = config(f"model={model}")
+    data = datasets.load(cfg.dataset, CPU)
+    return cfg, data, datasets.as_float(data.train_x), float(cfg.beta), torch.Generator().manual_seed(cfg.seed)
+
+
+def fp32_and_bf16(repeats: int) -> dict[str, list[float]]:
+    """model -> [fp32, bf16 autocast] examples/s of the in-memory plain loop, alternately."""
+    out = {}
     for model in ("mlp", "conv"):
-        cfg = config(f"model={model}")
-        data = datasets.load(cfg.dataset, CPU)
-        x_all, beta = datasets.as_float(data.train_x), float(cfg.beta)
-        fp32, bf16, compiled = (fresh_parts(cfg, data, CPU) for _ in range(3))
-        net = torch.compile(compiled.model)
-        gen = torch.Generator().manual_seed(cfg.seed)
-        contenders = {
+        cfg, data, x_all, beta, gen = _plain(model)
+        fp32, bf16 = fresh_parts(cfg, data, CPU), fresh_parts(cfg, data, CPU)
+        r = alternate({
             "fp32": lambda: in_memory_epoch(fp32.model, fp32.optimizer, x_all, cfg.batch_size, beta, gen),
             "bf16": lambda: in_memory_epoch(bf16.model, bf16.optimizer, x_all, cfg.batch_size, beta, gen, torch.bfloat16),
-            "compiled": lambda: in_memory_epoch(net, compiled.optimizer, x_all, cfg.batch_size, beta, gen),
+        }, repeats, CPU)
+        out[model] = [r["fp32"], r["bf16"]]
+    return out
+
+
+def bf16_autocast(repeats: int) -> tuple[str, list[str], list[list], str]:
+    """fp32 against bf16 autocast as this CPU runs them, and again in a child process whose oneDNN, MKL and ATen
+    kernels are capped at AVX2: a CPU without native bf16 instructions."""
+    native = fp32_and_bf16(repeats)
+    child = subprocess.run([sys.executable, __file__, "bf16", str(repeats)], env=os.environ | AVX2_ONLY,
+                           capture_output=True, text=True, check=True)
+    capped = json.loads(child.stdout.strip().splitlines()[-1])
+    rows = [[m, *native[m], f"{native[m][1] / native[m][0]:.2f}x", *capped[m], f"{capped[m][1] / capped[m][0]:.2f}x"]
+            for m in native]
+    return (f"Extras: bf16 autocast, in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
+            ["model", "fp32", "bf16 autocast", "ratio", "fp32, AVX2 only", "bf16 autocast, AVX2 only", "ratio"], rows,
+            "AVX2 only: " + " ".join(f"{k}={v}" for k, v in AVX2_ONLY.items()) + ", as on a CPU without native bf16.")
+
+
+def compiled(repeats: int) -> tuple[str, list[str], list[list], str]:
+    """The in-memory plain loop in eager mode against torch.compile(model). torch.compile gets an empty cache
+    folder, so its first epoch shows what a fresh machine pays to compile."""
+    rows = []
+    cache, before = tempfile.TemporaryDirectory(prefix="vae_sweep_inductor_"), os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache.name  # read by inductor whenever it compiles
+    for model in ("mlp", "conv"):
+        cfg, data, x_all, beta, gen = _plain(model)
+        eager, comp = fresh_parts(cfg, data, CPU), fresh_parts(cfg, data, CPU)
+        net = torch.compile(comp.model)
+        contenders = {
+            "eager": lambda: in_memory_epoch(eager.model, eager.optimizer, x_all, cfg.batch_size, beta, gen),
+            "compiled": lambda: in_memory_epoch(net, comp.optimizer, x_all, cfg.batch_size, beta, gen),
         }
         start = time.perf_counter()
         contenders["compiled"]()  # compiles forward and backward
         first = time.perf_counter() - start
         r = alternate(contenders, repeats, CPU)
-        rows.append([model, r["fp32"], r["bf16"], f"{r['bf16'] / r['fp32']:.2f}x", r["compiled"],
-                     f"{r['compiled'] / r['fp32']:.2f}x", f"{first:.1f}"])
-    return (f"Extras: in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
-            ["model", "eager fp32", "bf16 autocast", "vs fp32", "torch.compile", "vs fp32", "first epoch with compile (s)"],
-            rows, "")
+        rows.append([model, r["eager"], r["compiled"], f"{r['compiled'] / r['eager']:.2f}x", f"{first:.1f}"])
+    cache.cleanup()
+    os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
+    if before is not None:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
+    return (f"Extras: torch.compile, in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
+            ["model", "eager", "torch.compile", "ratio", "first epoch with compile, empty cache (s)"], rows, "")
 
 
 class WrittenOutBCE(torch.autograd.Function):
@@ -109,3 +154,10 @@ def _median_us(fn, n: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return 1e6 * statistics.median(times)
+
+
+if __name__ == "__main__":  # `extras.py bf16 N`: fp32_and_bf16(N) as JSON, for bf16_autocast's capped child process
+    from vae_sweep.job import set_threads
+
+    set_threads(None)
+    print(json.dumps(fp32_and_bf16(int(sys.argv[2]))))

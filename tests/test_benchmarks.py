@@ -1,5 +1,5 @@
-"""benchmarks/: the script's smallest mode still runs end to end, and the sweep-overhead arithmetic is right.
-No timing is asserted here: a benchmark is not a test."""
+"""benchmarks/: the script's smallest mode still runs end to end, and its sweep-overhead and CPU-share arithmetic
+is right. No timing is asserted here: a benchmark is not a test."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
+from harness import others_share  # noqa: E402
 from sweeps import SweepRun, overhead, trials_per_minute  # noqa: E402
 
 
@@ -39,5 +40,13 @@ def test_overhead_subtracts_each_job_from_the_gap_between_launches():
     assert o["startup"] == pytest.approx(10.0) and o["shutdown"] == pytest.approx(4.75)
     # 2-epoch trials scaled to 10 epochs: wall + train * (10 / 2 - 1) = 4 + 12 (or 5 + 12)
     assert o["trial"] == pytest.approx(16.0) and o["trial_estimated"]
-    whole, in_sweep = trials_per_minute(run)
+    whole, in_sweep, steady = trials_per_minute(run)
     assert whole == pytest.approx(6.0) and in_sweep == pytest.approx(60 * 3 / 15.25)
+    assert steady == pytest.approx(60 * 2 / (25.25 - 15.0))  # trials 1 and 2, from their first launch on
+
+
+def test_others_share_is_the_machines_busy_time_less_our_own():
+    # (busy CPU s of the machine, all CPU s, this process's CPU s): 10 s busy of 20, 3 of them ours
+    assert others_share((10.0, 100.0, 2.0), (20.0, 120.0, 5.0)) == pytest.approx(7 / 20)
+    assert others_share((10.0, 100.0, 2.0), (12.0, 120.0, 5.0)) == 0.0  # never negative (our time counts children)
+    assert others_share(None, (20.0, 120.0, 5.0)) == 0.0  # no /proc/stat: nothing known, nothing re-taken
