@@ -42,7 +42,6 @@ from vae_sweep.sweep_summary import write_summary
 
 log = logging.getLogger(__name__)
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
-GROUP_KEYS = ("model", "loss", "optimizer", "likelihood", "scheduler", "dataset")
 
 
 class VaeOptunaSweeperImpl(OptunaSweeperImpl):
@@ -128,13 +127,13 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
 def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
     """Both ends of every searched range, every choice, and every fixed value must pass the job's own
     validation, so a sweep that could only fail stops here, before its first trial."""
-    from vae_sweep.validate import validate
+    from vae_sweep.validate import GROUPS, validate
 
     job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     for name, value in fixed.items():
         OmegaConf.update(job_cfg, name, yaml.safe_load(str(value)), force_add=True)
     for knob in ("beta", "latent_dim", "lr"):  # a searched knob that no group reads would be searched in vain
-        if knob in dists and f"${{{knob}}}" not in OmegaConf.to_yaml(OmegaConf.masked_copy(config, list(GROUP_KEYS))):
+        if knob in dists and f"${{{knob}}}" not in OmegaConf.to_yaml(OmegaConf.masked_copy(config, [g for g in GROUPS if g in config])):
             choices = config.hydra.runtime.choices
             raise SystemExit(f"error: hydra.sweeper.params.{knob}: no config group reads it "
                              f"(loss={choices.get('loss')}, model={choices.get('model')}); use loss=beta to search beta")
