@@ -1,8 +1,8 @@
 """How fast vae_sweep trains, against plain PyTorch loops, and what its sweeps cost beyond the jobs (issue 5).
 
-    python benchmarks/bench.py            # the full run: about 6 minutes on 2 cores
+    python benchmarks/bench.py            # the full run: about 4 minutes on an idle 2-core machine
     python benchmarks/bench.py --quick    # about 2 minutes: fewer repeats, shorter sweeps
-    python benchmarks/bench.py --extras   # adds Adam's implementations, bf16 autocast and torch.compile
+    python benchmarks/bench.py --extras   # adds Adam's implementations, bf16 autocast, torch.compile, the BCE loss (+3 min)
     python benchmarks/bench.py --smoke    # seconds: proves the script runs (tests/test_benchmarks.py); no sweeps
 
 Every figure is a median over repeats. Figures that are compared with each other are taken alternately within
