@@ -35,7 +35,7 @@ from sweeps import SweepRun, overhead, run_sweep, trials_per_minute  # noqa: E40
 
 from vae_sweep import data as datasets  # noqa: E402
 from vae_sweep.evaluate import iwae_nll, validation_terms  # noqa: E402
-from vae_sweep.job import cpu_count, set_threads  # noqa: E402
+from vae_sweep.runtime import cpu_count, set_threads  # noqa: E402
 
 log = logging.getLogger("bench")
 

@@ -157,7 +157,7 @@ def _median_us(fn, n: int) -> float:
 
 
 if __name__ == "__main__":  # `extras.py bf16 N`: fp32_and_bf16(N) as JSON, for bf16_autocast's capped child process
-    from vae_sweep.job import set_threads
+    from vae_sweep.runtime import set_threads
 
     set_threads(None)
     print(json.dumps(fp32_and_bf16(int(sys.argv[2]))))

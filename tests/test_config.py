@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra.utils import get_method
 
-from vae_sweep.errors import instantiate
+from vae_sweep.errors import instantiate_group
 from vae_sweep.validate import group_options
 
 from conftest import CONF, cli, compose_config
@@ -28,7 +28,7 @@ def test_every_group_has_its_options():
 
 @pytest.mark.parametrize("option", options("loss"))
 def test_losses_instantiate(option):
-    loss = instantiate(compose_config([f"loss={option}", "beta=0.25"]).loss, "loss")
+    loss = instantiate_group(compose_config([f"loss={option}", "beta=0.25"]).loss, "loss")
     terms = loss(torch.tensor([100.0]), torch.tensor([10.0]), step=10**6)
     expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0}[option]
     assert terms["loss"].item() == pytest.approx(expected)
@@ -39,12 +39,12 @@ def test_losses_instantiate(option):
 def test_optimizers_and_schedulers_instantiate(optimizer, scheduler):
     cfg = compose_config([f"optimizer={optimizer}", f"scheduler={scheduler}", "lr=0.02"])
     params = [torch.nn.Parameter(torch.zeros(3))]
-    opt = instantiate(cfg.optimizer, "optimizer")(params)
+    opt = instantiate_group(cfg.optimizer, "optimizer")(params)
     assert opt.param_groups[0]["lr"] == 0.02
     if scheduler == "none":
         assert not cfg.scheduler
     else:
-        sched = instantiate(cfg.scheduler, "scheduler")(opt)
+        sched = instantiate_group(cfg.scheduler, "scheduler")(opt)
         for _ in range(5):
             opt.step()
             sched.step()
@@ -53,7 +53,7 @@ def test_optimizers_and_schedulers_instantiate(optimizer, scheduler):
 
 @pytest.mark.parametrize("option", options("likelihood"))
 def test_likelihoods_instantiate(option):
-    lik = instantiate(compose_config([f"likelihood={option}"]).likelihood, "likelihood")
+    lik = instantiate_group(compose_config([f"likelihood={option}"]).likelihood, "likelihood")
     assert lik.distortion(torch.zeros(2, 1, 4, 4), torch.full((2, 1, 4, 4), 0.5)).shape == (2,)
 
 

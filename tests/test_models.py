@@ -6,7 +6,7 @@ import pytest
 import torch
 
 
-from vae_sweep.errors import ConfigError, instantiate
+from vae_sweep.errors import ConfigError, instantiate_group
 
 from conftest import compose_config
 
@@ -22,9 +22,9 @@ def test_model_with_dataset(model, dataset):
     shape = SHAPES[dataset]
     if dataset not in ACCEPTS[model]:
         with pytest.raises(ConfigError, match=rf"model={model} needs images larger than"):
-            instantiate(cfg.model, "model", input_shape=shape)
+            instantiate_group(cfg.model, "model", input_shape=shape)
         return
-    net = instantiate(cfg.model, "model", input_shape=shape)
+    net = instantiate_group(cfg.model, "model", input_shape=shape)
     x = torch.rand(5, *shape)
     logits, mu, logvar = net(x)  # (B, C, H, W), (B, L), (B, L)
     assert logits.shape == x.shape and mu.shape == logvar.shape == (5, 6)
@@ -35,20 +35,20 @@ def test_model_with_dataset(model, dataset):
 @pytest.mark.parametrize("split", [False, True])
 def test_mlp_heads_and_sizes(split):
     cfg = compose_config(["model=mlp", f"model.split_heads={split}", "model.hidden=[256,128]", "latent_dim=3"])
-    net = instantiate(cfg.model, "model", input_shape=(1, 28, 28))
+    net = instantiate_group(cfg.model, "model", input_shape=(1, 28, 28))
     widths = [m.out_features for m in net.encoder.modules() if isinstance(m, torch.nn.Linear)]
     assert widths == [256, 128]
     assert net(torch.rand(2, 1, 28, 28))[1].shape == (2, 3)
 
 
 def test_classic_mlp_is_784_400_20():
-    net = instantiate(compose_config().model, "model", input_shape=(1, 28, 28))
+    net = instantiate_group(compose_config().model, "model", input_shape=(1, 28, 28))
     linears = [m for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(784, 400), (400, 40), (20, 400), (400, 784)]
 
 
 def test_conv_decoder_mirrors_the_encoder():
-    net = instantiate(compose_config(["model=conv"]).model, "model", input_shape=(1, 28, 28))
+    net = instantiate_group(compose_config(["model=conv"]).model, "model", input_shape=(1, 28, 28))
     convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(1, 16, (2, 2)), (16, 32, (2, 2)), (32, 32, (2, 2))]
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.decoder.modules())

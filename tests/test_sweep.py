@@ -14,7 +14,7 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from vae_sweep.job import cpu_count
+from vae_sweep.runtime import cpu_count
 
 from conftest import cli
 

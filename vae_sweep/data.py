@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_sweep.errors import ConfigError, instantiate
+from vae_sweep.errors import ConfigError, instantiate_group
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ def load(dataset_cfg: DictConfig, device: torch.device | str) -> ImageData:
     """
     key = (OmegaConf.to_yaml(dataset_cfg, resolve=True), str(device))
     if key not in _LOADED:
-        data = instantiate(dataset_cfg, "dataset")
+        data = instantiate_group(dataset_cfg, "dataset")
         _LOADED[key] = data.to(device)
         log.info("dataset %s: %s images of shape %s on %s", data.name,
                  f"{len(data.train_x)} train + {len(data.val_x)} val", data.shape, device)

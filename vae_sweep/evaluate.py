@@ -20,14 +20,16 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Cov_x(E_q[z_i]) above this counts as active (Bur
 
 @contextmanager
 def eval_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode for the block; the previous train/eval mode comes back afterwards."""
-    was_training = model.training
+    """Eval mode and inference mode for the block; afterwards every submodule is back in the train/eval mode
+    it had (not merely the top module's: a caller may have frozen part of the model in eval mode)."""
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.train(training)
 
 
 def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:

@@ -6,9 +6,7 @@ It returns one float, or a tuple of floats when config names several objectives,
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -18,36 +16,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
+from vae_sweep.config import JOB_GROUPS
 from vae_sweep.errors import ConfigError
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
 from vae_sweep.models import count_parameters
+from vae_sweep.checkpoint import load_checkpoint, restore
+from vae_sweep.metrics import Status, units_block
+from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
-from vae_sweep.train import Parts, TrainState, atomic_write, build, fit, load_checkpoint, nan_to_none, restore
-from vae_sweep.validate import check_device, validate
+from vae_sweep.runtime import resolve_device, set_threads
+from vae_sweep.train import Parts, TrainState, build, fit
+from vae_sweep.validate import validate
 
 log = logging.getLogger(__name__)
-
-UNITS = {
-    "distortion": "nats per example: -log p(x|z) summed over pixels, averaged over validation examples",
-    "rate": "nats per example: KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
-    "neg_elbo": "nats per example: distortion + rate",
-    "mse": "per pixel: squared error of the decoded mean, averaged over pixels and examples",
-    "iwae_nll": "nats per example: importance-weighted bound on -log p(x) with iwae_k samples",
-    "kl_per_dim": "nats per example, one entry per latent dimension",
-    "active_units": "count of latent dims with Var_x(E_q[z_i]) > 0.01",
-}
-
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def set_threads(threads: int | None) -> int:
-    """Never more torch threads than cores; `None` means all cores."""
-    n = min(threads or cpu_count(), cpu_count())
-    torch.set_num_threads(n)
-    return n
-
 
 def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
@@ -57,7 +38,7 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
     """Everything that can fail because of user input, before any training: config values, device,
     dataset, model-vs-image-size, the checkpoint to resume from."""
     validate(cfg, objectives=in_sweep())  # a single run's return value goes nowhere
-    device = check_device(cfg.device)
+    device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
     if cfg.batch_size > len(data.train_x):
@@ -80,15 +61,15 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
         restore(parts, ckpt, state)
         log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
     base = describe(cfg, parts, device)
-    write_metrics(out_dir, base | {"status": "running"})
+    write_metrics(out_dir, base | {"status": Status.RUNNING})
     try:
         fit(parts, data, cfg, state, out_dir, progress=cfg.progress and not in_sweep())
-        metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == "completed" else {}
+        metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
     except BaseException as e:  # record every way a run can end, then let it propagate
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        write_metrics(out_dir, base | progress(state, start) | {"status": status, "error": f"{type(e).__name__}: {e}"})
+        status = Status.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Status.FAILED
+        write_metrics(out_dir, base | timings(state, start) | {"status": status, "error": f"{type(e).__name__}: {e}"})
         raise
-    metrics = base | metrics | progress(state, start) | {"status": state.status}
+    metrics = base | metrics | timings(state, start) | {"status": state.status}
     if state.reason:
         metrics["error"] = state.reason
     write_metrics(out_dir, metrics)
@@ -105,21 +86,21 @@ def describe(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:
         "device": str(device),
         "threads": torch.get_num_threads(),
         "params": count_parameters(parts.model),
-        "units": UNITS,
+        "units": units_block(),
     }
 
 
 def group_choices(cfg: DictConfig) -> dict[str, str]:
     """Which option of each group made this config (`model: conv`), as Hydra recorded it; outside a Hydra
     run (the Compose API), the `_target_` names stand in."""
-    groups = ("model", "loss", "likelihood", "optimizer", "dataset")
     if HydraConfig.initialized():
         choices = HydraConfig.get().runtime.choices
-        return {g: choices.get(g) for g in groups}
-    return {g: cfg[g]._target_.rsplit(".", 1)[-1] for g in groups}
+        return {g: choices.get(g) for g in JOB_GROUPS}
+    return {g: cfg[g]._target_.rsplit(".", 1)[-1] if cfg.get(g) else None for g in JOB_GROUPS}
 
 
-def progress(state: TrainState, start: float) -> dict:
+def timings(state: TrainState, start: float) -> dict:
+    """Epochs and steps done, and seconds spent (training alone, and the whole job so far)."""
     return {
         "epochs": state.epoch,
         "steps": state.step,
@@ -129,7 +110,7 @@ def progress(state: TrainState, start: float) -> dict:
 
 
 def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state: TrainState, out_dir: Path) -> dict:
-    """Validation metrics in the units of UNITS, and the pictures."""
+    """Validation metrics in the units of `vae_sweep.metrics`, and the pictures."""
     stochastic = parts.loss.stochastic
     val = validation_terms(parts.model, parts.likelihood, data.val_x, stochastic, cfg.eval.batch_size)
     metrics = {k: val[k] for k in ("distortion", "mse")}
@@ -148,9 +129,3 @@ def objectives(cfg: DictConfig, metrics: dict) -> float | tuple[float, ...]:
     """The metric(s) named by cfg.objectives; NaN for each when the run diverged (the sweeper marks it failed)."""
     values = tuple(float("nan") if metrics.get(k) is None else float(metrics[k]) for k in cfg.objectives)
     return values[0] if len(values) == 1 else values
-
-
-def write_metrics(out_dir: Path, metrics: dict) -> None:
-    """metrics.json, written atomically: the analysis may read it while the run is going."""
-    clean = {k: nan_to_none(v) for k, v in metrics.items()}
-    atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(clean, indent=2) + "\n"))

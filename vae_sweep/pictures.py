@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from vae_sweep.evaluate import eval_mode
 from vae_sweep.models import VAE
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,12 @@ MANIFOLD_SIDE = 20  # manifold.png is a 20 x 20 grid over the 2-D latent plane
 ENCODE_BATCH = 512  # examples per forward pass when encoding the whole validation set
 
 
-
 def save_image(images: torch.Tensor, path: Path, nrow: int) -> None:
     """torchvision's grid writer, imported here rather than at start-up (it costs a second or more)."""
     from torchvision.utils import save_image as write_grid
 
     write_grid(images, path, nrow=nrow)
+
 
 def save_pictures(
     model: VAE,
@@ -54,23 +55,17 @@ def save_pictures(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    modes = {m: m.training for m in model.modules()}
     gen = torch.Generator(device="cpu").manual_seed(seed)  # private RNG: samples drawn on CPU, then moved
-    model.eval()
-    try:
-        with torch.inference_mode():
-            mu = posterior_means(model, x)  # (N, L)
-            paths = {
-                "reconstructions": _save_reconstructions(model, x, mu, out_dir, n),
-                "samples": _save_samples(model, out_dir, n, gen, x.device),
-                "traversals": _save_traversals(model, mu[0], out_dir, n, kl_per_dim),
-                "latent_scatter": save_latent_scatter(mu, labels, out_dir / "latent_scatter.png"),
-            }
-            if model.latent_dim == 2:
-                paths["manifold"] = _save_manifold(model, out_dir, x.device)
-    finally:
-        for m, training in modes.items():
-            m.train(training)
+    with eval_mode(model):
+        mu = posterior_means(model, x)  # (N, L)
+        paths = {
+            "reconstructions": _save_reconstructions(model, x, mu, out_dir, n),
+            "samples": _save_samples(model, out_dir, n, gen, x.device),
+            "traversals": _save_traversals(model, mu[0], out_dir, n, kl_per_dim),
+            "latent_scatter": save_latent_scatter(mu, labels, out_dir / "latent_scatter.png"),
+        }
+        if model.latent_dim == 2:
+            paths["manifold"] = _save_manifold(model, out_dir, x.device)
     log.info("wrote %d pictures to %s", len(paths), out_dir)
     return paths
 

@@ -211,7 +211,7 @@ def _alive(pid: int) -> bool:
 
 def parallelism(n_jobs: int | None) -> tuple[int, int]:
     """(trials at once, torch threads per trial): never more threads in all than cores."""
-    from vae_sweep.job import cpu_count
+    from vae_sweep.runtime import cpu_count
 
     cores = cpu_count()
     n = cores if n_jobs in (None, -1) else max(1, int(n_jobs))

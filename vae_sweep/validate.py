@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import tempfile
 from numbers import Integral, Real
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from vae_sweep.config import GROUPS
 from vae_sweep.errors import ConfigError
+from vae_sweep.metrics import METRICS, OBJECTIVES
 
-METRICS = ("distortion", "rate", "neg_elbo", "mse", "iwae_nll")  # what `objectives` may name
-NEEDS_RATE = ("rate", "neg_elbo", "iwae_nll")  # undefined for the deterministic autoencoder
-GROUPS = ("model", "loss", "likelihood", "optimizer", "scheduler", "dataset", "sweep")
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
@@ -94,21 +91,6 @@ def _number(cfg: DictConfig, key: str, *, integer: bool = False, low: float | No
         raise ConfigError(f"{key}={value}: must be {kind}{bound}")
 
 
-def check_device(device: str) -> torch.device:
-    """`auto` picks CUDA when present, then Apple's MPS, else the CPU."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", str(device)):
-        raise ConfigError(f"device={device}: accepts auto, cpu, cuda, cuda:N or mps")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device}: CUDA is not available on this machine; use device=auto or device=cpu")
-    if device == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("device=mps: MPS is not available on this machine; use device=auto or device=cpu")
-    return torch.device(device)
-
-
 def validate(cfg: DictConfig, objectives: bool = True) -> None:
     """Check the top-level knobs, the loss and likelihood settings and (for sweeps) the objectives."""
     _number(cfg, "beta", low=0)
@@ -133,10 +115,11 @@ def validate(cfg: DictConfig, objectives: bool = True) -> None:
 
 def check_objectives(cfg: DictConfig) -> None:
     objectives = list(cfg.objectives) if not isinstance(cfg.objectives, str) else [cfg.objectives]
-    if not objectives or any(o not in METRICS for o in objectives):
-        raise ConfigError(f"objectives={objectives}: name one or more of {', '.join(METRICS)}")
+    if not objectives or any(o not in OBJECTIVES for o in objectives):
+        raise ConfigError(f"objectives={objectives}: name one or more of {', '.join(OBJECTIVES)}")
     stochastic = cfg.loss._target_.rsplit(".", 1)[-1] != "AutoencoderLoss"
-    if not stochastic and any(o in NEEDS_RATE for o in objectives):
-        raise ConfigError(f"objectives={objectives}: loss=ae has no rate; choose from distortion, mse")
+    if not stochastic and any(METRICS[o].needs_rate for o in objectives):
+        without_rate = ", ".join(o for o in OBJECTIVES if not METRICS[o].needs_rate)
+        raise ConfigError(f"objectives={objectives}: loss=ae has no rate; choose from {without_rate}")
     if "iwae_nll" in objectives and cfg.eval.iwae_k < 1:
         raise ConfigError(f"eval.iwae_k={cfg.eval.iwae_k}: objective iwae_nll needs eval.iwae_k >= 1")

@@ -1,0 +1,89 @@
+"""The one registry of what a run measures and how a run ends.
+
+Every metric's name, unit, meaning, whether it needs a rate (the deterministic autoencoder has none), whether a
+sweep may optimise it, and its direction live here, once. Validation (which objectives exist), metrics.json's
+`units` block, the sweep summary, the analysis columns (`distortion_nats`) and the plot labels all read them.
+
+Units (DESIGN.md): distortion and rate are summed over pixels and latent dims respectively and averaged over
+examples, in nats per example.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A unit, written once: `text` for people and metrics.json, `slug` for column names, `axis` for plot labels."""
+
+    text: str
+    slug: str
+    axis: str
+
+
+NATS = Unit("nats per example", "nats", "nats/example")
+PER_PIXEL = Unit("per pixel", "per_pixel", "per pixel")
+COUNT = Unit("count", "count", "count")
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    unit: Unit
+    meaning: str
+    needs_rate: bool = False  # undefined for loss=ae, which has no posterior variance and so no KL
+    objective: bool = False  # a sweep may name it in `objectives`
+    direction: str = "minimize"
+
+    @property
+    def column(self) -> str:
+        """The analysis table's column name, unit included: `distortion_nats`, `mse_per_pixel`."""
+        return f"{self.name}_{self.unit.slug}"
+
+    @property
+    def label(self) -> str:
+        """An axis label: `distortion [nats/example]`."""
+        return f"{self.name} [{self.unit.axis}]"
+
+    @property
+    def described(self) -> str:
+        """metrics.json's `units` entry: the unit, then what the number is."""
+        return f"{self.unit.text}: {self.meaning}"
+
+
+_ALL = (
+    Metric("distortion", NATS, "-log p(x|z) summed over pixels, averaged over validation examples", objective=True),
+    Metric("rate", NATS, "KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
+           needs_rate=True, objective=True),
+    Metric("neg_elbo", NATS, "distortion + rate", needs_rate=True, objective=True),
+    Metric("mse", PER_PIXEL, "squared error of the decoded mean, averaged over pixels and examples", objective=True),
+    Metric("iwae_nll", NATS, "importance-weighted bound on -log p(x) with iwae_k samples (Burda et al. 2016)",
+           needs_rate=True, objective=True),
+    Metric("kl_per_dim", NATS, "the rate split by latent dim, one entry per dim", needs_rate=True),
+    Metric("active_units", COUNT, "latent dims with Var_x(E_q[z_i]) > 0.01 (Burda et al. 2016)", needs_rate=True),
+)
+METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
+OBJECTIVES: tuple[str, ...] = tuple(m.name for m in _ALL if m.objective)
+
+
+def units_block() -> dict[str, str]:
+    """metrics.json's `units`: each metric's unit and meaning."""
+    return {m.name: m.described for m in _ALL}
+
+
+class Status(str, Enum):
+    """How a run ended, as metrics.json, the study's `status` user attribute and the analysis say it."""
+
+    RUNNING = "running"  # metrics.json written at the start; a run killed hard stays so
+    COMPLETED = "completed"
+    DIVERGED = "diverged"  # the loss or a validation term stopped being finite
+    FAILED = "failed"  # the job raised
+    INTERRUPTED = "interrupted"  # Ctrl-C, or its sweep process was killed: does not count toward n_trials
+    MISSING = "missing"  # the analysis found no readable metrics.json
+
+    def __str__(self) -> str:
+        return self.value
+
+    __format__ = str.__format__
