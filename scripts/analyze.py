@@ -1,53 +1,5 @@
-"""Collect a sweep and write its tables and figures.
-
-    python scripts/analyze.py multirun/2024-05-01/12-00-00            # one sweep dir
-    python scripts/analyze.py multirun/a multirun/b --out results/    # several, analysed together
-    python scripts/analyze.py sqlite:///multirun/pareto.db --study pareto --format svg
-    python scripts/analyze.py                                         # the newest sweep under multirun/
-
-Writes trials.csv, summary.md and the figures (vae_sweep.analysis_plots.FIGURES) into --out, by default
-`<first sweep dir>/analysis/`, then prints the status counts and where everything went. A figure without
-data is skipped with a warning. A wrong source prints `error: ...` and exits with status 2.
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
+"""The checkout's analysis command, the same as `python -m vae_sweep.analyze` (vae_sweep/analyze.py)."""
 import sys
-from pathlib import Path
-
-from vae_sweep import analysis
-from vae_sweep.analysis_plots import FORMATS, save_figures
-from vae_sweep.errors import ConfigError
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("sources", nargs="*", help="sweep dirs or study storage URLs (default: newest under multirun/)")
-    parser.add_argument("--study", help="study name, when the storage holds several")
-    parser.add_argument("--out", type=Path, help="output folder (default: <first sweep dir>/analysis)")
-    parser.add_argument("--format", choices=FORMATS, default="png", help="figure file format")
-    parser.add_argument("--top", type=int, default=5, help="trials listed per objective in summary.md")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress as well as warnings")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        sources = args.sources or [analysis.latest_sweep()]
-        df = analysis.load_sweep(sources, study=args.study)
-        out = args.out or analysis.default_out_dir(sources, df)
-        paths = analysis.write_tables(df, out, args.top) | save_figures(df, out, args.format)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(analysis.status_line(df))
-    print(f"wrote {len(paths)} files to {out}: {', '.join(p.name for p in paths.values())}")
-    return 0
-
-
+from vae_sweep.analyze import main
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,7 +13,16 @@ from omegaconf import DictConfig
 
 from vae_sweep.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def find_conf_dir() -> Path:
+    """The config groups: `vae_sweep/conf/` in an installed wheel (pyproject.toml maps the repo's conf/ there),
+    else `conf/` beside the package's folder, as in a checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    installed, checkout = here / "conf", here.parent / "conf"
+    return installed if (installed / "config.yaml").is_file() else checkout
+
+
+CONF_DIR = find_conf_dir()
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -27,6 +36,10 @@ def task(cfg: DictConfig) -> float | tuple[float, ...]:
 def main() -> None:
     from vae_sweep.validate import check_argv
 
+    if not (CONF_DIR / "config.yaml").is_file():
+        here = Path(__file__).resolve().parent
+        sys.exit(f"error: vae_sweep's config: no config.yaml in {here / 'conf'} (installed) or {CONF_DIR} (checkout):"
+                 " reinstall vae_sweep")
     try:
         check_argv(sys.argv[1:], CONF_DIR)
     except ConfigError as e:
