@@ -38,6 +38,18 @@ def param_sets(trials) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in trials]
 
 
+def test_default_sweep_samples_with_tpe_as_motpe_did():
+    """optuna 2.10's TPESampler is MOTPE for several objectives; MOTPESampler itself warns that it is deprecated."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sampler = compose(config_name="config", return_hydra_config=True).hydra.sweeper.sampler
+    assert sampler._target_ == "optuna.samplers.TPESampler"
+    assert (sampler.seed, sampler.n_startup_trials, sampler.n_ei_candidates, sampler.consider_endpoints) == (0, 10, 24, False)
+
+
 @pytest.mark.slow
 def test_tiny_sweep(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 4, "eval.pictures=true"), cwd=tmp_path)
