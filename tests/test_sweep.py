@@ -26,17 +26,35 @@ def sweep_args(tmp_path: Path, name: str, n_trials: int, *extra: str) -> list[st
             f"hydra.sweeper.n_trials={n_trials}", *FAST, *extra]
 
 
-def load_trials(tmp_path: Path, study: str = "pareto") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/study.db").trials
+def load_trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
+    """The trials of the one study in tmp_path/study.db (each test runs one experiment, so one study)."""
+    url = f"sqlite:///{tmp_path}/study.db"
+    names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+    assert len(names) == 1, names
+    return optuna.load_study(study_name=names[0], storage=url).trials
 
 
 def param_sets(trials) -> list[tuple]:
     return [tuple(sorted(t.params.items())) for t in trials]
 
 
+def test_default_sweep_samples_with_tpe_as_motpe_did():
+    """optuna 2.10's TPESampler is MOTPE for several objectives; MOTPESampler itself warns that it is deprecated."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import CONF
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        sampler = compose(config_name="config", return_hydra_config=True).hydra.sweeper.sampler
+    assert sampler._target_ == "optuna.samplers.TPESampler"
+    assert (sampler.seed, sampler.n_startup_trials, sampler.n_ei_candidates, sampler.consider_endpoints) == (0, 10, 24, False)
+
+
+@pytest.mark.slow
 def test_tiny_sweep(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 4, "eval.pictures=true"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
+    assert "Warning" not in res.stderr  # e.g. MOTPESampler's deprecation, from a default we chose
     sweep_dir = tmp_path / "s"
     results = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
     assert results["name"] == "optuna" and len(results["solutions"]) >= 1
@@ -54,6 +72,7 @@ def test_tiny_sweep(tmp_path):
     assert "## Pareto set" in (sweep_dir / "summary.md").read_text()
 
 
+@pytest.mark.slow
 def test_diverging_trials_are_failed_and_the_sweep_goes_on(tmp_path):
     args = sweep_args(tmp_path, "s", 6, "optimizer=sgd", "lr=choice(1e-3,1e6)", "hydra.sweeper.max_failure_rate=1.0")
     res = cli(args, cwd=tmp_path)
@@ -69,6 +88,7 @@ def test_diverging_trials_are_failed_and_the_sweep_goes_on(tmp_path):
     assert {t.state for t in trials} == {TrialState.FAIL, TrialState.COMPLETE}
 
 
+@pytest.mark.slow
 def test_failure_budget_stops_the_sweep_with_a_reason(tmp_path):
     args = sweep_args(tmp_path, "s", 10, "optimizer=sgd", "lr=choice(1e6)", "hydra.sweeper.max_failure_rate=0.2")
     res = cli(args, cwd=tmp_path)
@@ -78,6 +98,7 @@ def test_failure_budget_stops_the_sweep_with_a_reason(tmp_path):
     assert len(load_trials(tmp_path)) == 3
 
 
+@pytest.mark.slow
 def test_bad_search_space_is_refused_before_any_trial(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 3, "beta=interval(-1.0,1.0)"), cwd=tmp_path)
     assert res.returncode != 0
@@ -96,6 +117,7 @@ def completed_runs(sweep_dir: Path) -> int:
     return sum('"completed"' in p.read_text() for p in sweep_dir.glob("*/metrics.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
 def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path, sig):
     slow = ["max_batches=30", "epochs=3"]  # about a second a trial, so the signal lands mid-trial
@@ -122,6 +144,7 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path, sig):
     assert len(list((tmp_path / "second").glob("*/metrics.json"))) == 5 - len(before)
 
 
+@pytest.mark.slow
 def test_rerun_tops_up_and_a_full_study_runs_nothing(tmp_path):
     assert cli(sweep_args(tmp_path, "a", 2), cwd=tmp_path).returncode == 0
     assert cli(sweep_args(tmp_path, "b", 4), cwd=tmp_path).returncode == 0
@@ -132,6 +155,7 @@ def test_rerun_tops_up_and_a_full_study_runs_nothing(tmp_path):
     assert not [p for p in (tmp_path / "c").iterdir() if p.is_dir()]
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path):
     procs = [subprocess.Popen([sys.executable, "-m", "vae_sweep", *sweep_args(tmp_path, name, 8, "max_batches=10")],
                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -146,6 +170,7 @@ def test_two_processes_share_one_study(tmp_path):
     assert len(set(param_sets(trials))) == 8
 
 
+@pytest.mark.slow
 def test_parallel_trials_share_the_cores(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 2, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -155,6 +180,7 @@ def test_parallel_trials_share_the_cores(tmp_path):
     assert len(load_trials(tmp_path)) == 2
 
 
+@pytest.mark.slow
 def test_grid_sweep_with_the_basic_sweeper(tmp_path):
     res = cli(["--multirun", "sweep=grid", f"hydra.sweep.dir={tmp_path}/g", "beta=0.1,4", *FAST], cwd=tmp_path)
     assert res.returncode == 0, res.stderr
@@ -162,6 +188,7 @@ def test_grid_sweep_with_the_basic_sweeper(tmp_path):
     assert betas == [0.1, 4.0]
 
 
+@pytest.mark.slow
 def test_searching_beta_with_a_loss_that_ignores_it_is_refused(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 3, "loss=elbo"), cwd=tmp_path)
     assert res.returncode != 0

@@ -10,6 +10,8 @@ and its output format) with a different `sweep` loop, which fixes what the plugi
   interrupted) and do not count toward n_trials;
 - the sampler is re-seeded from (seed, trial number) for each trial, so a resumed or shared study never
   re-draws points it already tried, and different seeds give independent streams;
+- one study holds one experiment: it is named after the command's defining settings and records them
+  (vae_sweep/study.py), so `model=conv` gets a study of its own instead of joining the MLP one;
 - several processes can share one SQLite study: asking for a trial happens under a file lock;
 - parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
 - each trial's metrics.json goes into the study as user attributes, and a summary is written at the end.
@@ -17,19 +19,15 @@ and its output format) with a different `sweep` loop, which fixes what the plugi
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-import sqlalchemy
 import yaml
 from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
@@ -38,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from vae_sweep.errors import ConfigError
+from vae_sweep.study import experiment, named_explicitly, open_study, storage_lock, study_name
 from vae_sweep.sweep_summary import write_summary
 
 log = logging.getLogger(__name__)
@@ -56,13 +55,16 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         self._process_searchspace_config()
         dists, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
         dists = {**(self.search_space_distributions or {}), **dists}
-        for name in fixed:
-            dists.pop(name, None)
+        for key in fixed:
+            dists.pop(key, None)
         check_search_space(self.config, dists, fixed)
         directions = self._get_directions()
-        with storage_lock(self.storage):  # two processes starting together would both create the tables
-            study = optuna.create_study(study_name=self.study_name, storage=make_storage(self.storage),
-                                        directions=directions, load_if_exists=True, sampler=self._sampler(0))
+        settings, defining = experiment(self.config, arguments)
+        explicit = named_explicitly(self.config)
+        name = self.study_name if explicit else study_name(self.study_name, defining)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
+        study = open_study(self.storage, name, explicit, settings, directions, self._sampler(0))
+        with storage_lock(self.storage):
             fail_dead_trials(study)
         parallel, threads = parallelism(self.n_jobs)
         log.info("study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
@@ -71,19 +73,24 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             trials, overrides = zip(*batch)
             overrides = [(*o, f"threads={threads}", "progress=false", f"hydra.sweep.subdir={t.number}")
                          for t, o in zip(trials, overrides)]
-            try:
-                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-            except KeyboardInterrupt:
-                for trial in trials:
-                    finish(study, trial, TrialState.FAIL, None, {"status": "interrupted"})
-                self._write_results(study, directions)
-                raise SystemExit(f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
-                                 "interrupted; run the same command again to resume the study") from None
-            self.job_idx += len(returns)
+            returns = self._launch(study, trials, overrides, directions)
             for trial, ret in zip(trials, returns):
                 record(study, trial, ret, len(directions))
             self._check_failure_budget(study)
         self._write_results(study, directions)
+
+    def _launch(self, study: optuna.Study, trials: tuple, overrides: list, directions: list[str]) -> list[JobReturn]:
+        """Run one batch of trials; on Ctrl-C mark them interrupted, write the results so far, and stop."""
+        try:
+            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+        except KeyboardInterrupt:
+            for trial in trials:
+                finish(study, trial, TrialState.FAIL, None, {"status": "interrupted"})
+            self._write_results(study, directions)
+            raise SystemExit(f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
+                             "interrupted; run the same command again to resume the study") from None
+        self.job_idx += len(returns)
+        return list(returns)
 
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         """The configured sampler for trial `number`, seeded from (seed, number) when it has a seed. The pair
@@ -148,44 +155,6 @@ def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
             validate(cfg)
         except ConfigError as e:
             raise SystemExit(f"error: {where}{e}") from None
-
-
-def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
-    """An RDB storage. SQLite gets its folder created, a 60 s lock timeout so processes can share it, and
-    write-ahead logging with synchronous=NORMAL: about 8 commits a trial then cost a millisecond each instead
-    of an fsync each, and a crash can still lose only the last commit, never corrupt the file."""
-    if url is None or not url.startswith("sqlite:///"):
-        return optuna.storages.RDBStorage(url) if url else None
-    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # SQLAlchemy 1.4 gives file SQLite a NullPool: a connection opened and closed for each of ~20 sessions a
-    # trial. A small pool keeps them (each process has its own; SQLite's locks still arbitrate the writes).
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={
-        "connect_args": {"timeout": 60}, "poolclass": sqlalchemy.pool.QueuePool, "pool_size": 2})
-    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-    storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
-    return storage
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
-
-
-@contextlib.contextmanager
-def storage_lock(url: str | None) -> Iterator[None]:
-    """Serialise count-then-ask between processes sharing one SQLite study (an flock beside the file).
-    Other databases get no lock: processes may then overshoot n_trials by up to one batch each."""
-    if not url or not url.startswith("sqlite:///"):
-        yield
-        return
-    with open(url.removeprefix("sqlite:///") + ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def fail_dead_trials(study: optuna.Study) -> None:

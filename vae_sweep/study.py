@@ -1,0 +1,135 @@
+"""The sweep's Optuna study: what it is (its name and recorded settings) and where it lives (storage, lock).
+
+A study holds one experiment. The settings that define it are recorded on the study (user attribute
+`settings`) and, where the user typed them, spelled in its name:
+
+- the group choices `model`, `loss`, `likelihood`, `optimizer`, `scheduler`, `dataset`, and `objectives`;
+- every fixed override on the command line that changes what a trial computes (`epochs=1`, `model=conv`,
+  `beta=0.5`), and a group searched as a whole (`model=choice(mlp,conv)`).
+
+Not defining: the searched parameters (a study may widen its search), `n_trials`, everything under `hydra.`
+(sampler, storage, output dirs), the `sweep` option (it names the base: `pareto`, `elbo`) and NEUTRAL below.
+
+The study's name is the sweep's base name (`hydra.sweeper.study_name`, e.g. `pareto`) when the command
+overrides nothing defining, else the base and the defining overrides, sorted by key: `pareto[epochs=1,model=conv]`.
+The same command always gets the same study; an explicit `hydra.sweeper.study_name=X` is used as it is.
+A study whose recorded settings differ from the command's stops the sweep before its first trial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig
+
+from vae_sweep.validate import GROUPS
+
+log = logging.getLogger(__name__)
+# Settings that change how a trial runs or where it reads and writes, not what it computes.
+NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size")
+RECORDED_GROUPS = tuple(g for g in GROUPS if g != "sweep")
+
+
+def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(the settings recorded on the study, the command's defining overrides), values as Hydra spells them."""
+    overrides = {}
+    for o in OverridesParser.create().parse_overrides(list(arguments)):
+        key = o.get_key_element()
+        if o.is_hydra_override() or key in NEUTRAL or key == "sweep":
+            continue
+        if not o.is_sweep_override():
+            overrides[key] = o.get_value_element_as_str()
+        elif key in RECORDED_GROUPS:  # a searched group is a different experiment; a searched knob is not
+            overrides[key] = o.get_value_string()
+    choices = config.hydra.runtime.choices
+    settings = {g: str(choices.get(g)) for g in RECORDED_GROUPS}
+    settings["objectives"] = "[" + ",".join(config.get("objectives") or []) + "]"
+    return settings | overrides, overrides
+
+
+def study_name(base: str, overrides: dict[str, str]) -> str:
+    """`base`, or `base[k=v,...]` with the defining overrides sorted by key."""
+    if not overrides:
+        return base
+    return f"{base}[{','.join(f'{k}={v}' for k, v in sorted(overrides.items()))}]"
+
+
+def named_explicitly(config: DictConfig) -> bool:
+    """Whether the command line sets hydra.sweeper.study_name itself."""
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.hydra))
+    return any(o.key_or_group == "hydra.sweeper.study_name" for o in parsed)
+
+
+def open_study(url: str | None, name: str, explicit: bool, settings: dict[str, str], directions: list[str],
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create or load study `name`, and stop (one line, `error: ...`) if it records other settings."""
+    with storage_lock(url):  # two processes starting together would both create the tables
+        study = optuna.create_study(study_name=name, storage=make_storage(url), directions=directions,
+                                    load_if_exists=True, sampler=sampler)
+        recorded = study.user_attrs.get("settings")
+        if recorded is None:
+            if study.trials:
+                log.warning("study %r has %d trials but no recorded settings (an older vae_sweep made it): "
+                            "recording this command's", name, len(study.trials))
+            study.set_user_attr("settings", settings)
+        elif differ := differences(recorded, settings):
+            way = ("drop the hydra.sweeper.study_name override to get a study of this command's own, or pick "
+                   "another name" if explicit else "name a new study with hydra.sweeper.study_name=...")
+            raise SystemExit(f"error: study {name!r} in {url} holds another experiment ({'; '.join(differ)}): {way}")
+    return study
+
+
+def differences(recorded: dict[str, str], settings: dict[str, str]) -> list[str]:
+    """`key: study has a, this command has b` for each setting that differs."""
+    default = "the default"
+    return [f"{k}: study has {recorded.get(k, default)}, this command has {settings.get(k, default)}"
+            for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
+
+
+def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
+    """An RDB storage. SQLite gets its folder created, a 60 s lock timeout so processes can share it, and
+    write-ahead logging with synchronous=NORMAL: about 8 commits a trial then cost a millisecond each instead
+    of an fsync each, and a crash can still lose only the last commit, never corrupt the file."""
+    if url is None or not url.startswith("sqlite:///"):
+        return optuna.storages.RDBStorage(url) if url else None
+    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # SQLAlchemy 1.4 gives file SQLite a NullPool: a connection opened and closed for each of ~20 sessions a
+    # trial. A small pool keeps them (each process has its own; SQLite's locks still arbitrate the writes).
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={
+        "connect_args": {"timeout": 60}, "poolclass": sqlalchemy.pool.QueuePool, "pool_size": 2})
+    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+    storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
+    return storage
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@contextlib.contextmanager
+def storage_lock(url: str | None) -> Iterator[None]:
+    """Serialise count-then-ask between processes sharing one SQLite study (an flock beside the file, whose
+    folder it creates: on a fresh clone `multirun/` does not exist yet).
+    Other databases get no lock: processes may then overshoot n_trials by up to one batch each."""
+    if not url or not url.startswith("sqlite:///"):
+        yield
+        return
+    path = Path(url.removeprefix("sqlite:///") + ".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
