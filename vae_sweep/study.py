@@ -30,12 +30,12 @@ import sqlalchemy
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
-from vae_sweep.validate import GROUPS
+from vae_sweep.config import JOB_GROUPS
 
 log = logging.getLogger(__name__)
 # Settings that change how a trial runs or where it reads and writes, not what it computes.
 NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size")
-RECORDED_GROUPS = tuple(g for g in GROUPS if g != "sweep")
+RECORDED_GROUPS = JOB_GROUPS
 
 
 def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str], dict[str, str]]:

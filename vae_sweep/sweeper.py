@@ -134,7 +134,8 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
 def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
     """Both ends of every searched range, every choice, and every fixed value must pass the job's own
     validation, so a sweep that could only fail stops here, before its first trial."""
-    from vae_sweep.validate import GROUPS, validate
+    from vae_sweep.config import GROUPS
+    from vae_sweep.validate import validate
 
     job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     for name, value in fixed.items():
