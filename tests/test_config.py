@@ -77,7 +77,20 @@ def test_sweeps_compose(sweep):
     else:
         assert sweeper._target_.endswith("VaeOptunaSweeper") and sweeper.storage.startswith("sqlite:///")
         assert set(sweeper.params) >= {"latent_dim", "lr"}
-    assert list(cfg.objectives) == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": ["distortion"]}[sweep]
+    assert cfg.get("objectives") == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": None}[sweep]
+
+
+def test_a_single_job_composes_no_sweep_and_multirun_defaults_to_pareto():
+    from hydra import compose, initialize_config_dir
+
+    from vae_sweep.__main__ import with_default_sweep
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", return_hydra_config=True)
+    assert "objectives" not in cfg and cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+    assert with_default_sweep(["--multirun", "beta=0.1"]) == ["--multirun", "beta=0.1", "sweep=pareto"]
+    assert with_default_sweep(["-m", "sweep=elbo"]) == ["-m", "sweep=elbo"]
+    assert with_default_sweep(["beta=0.1"]) == ["beta=0.1"]
 
 
 def test_top_level_knobs_reach_the_groups():

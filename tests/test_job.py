@@ -58,11 +58,11 @@ def test_latent_dim_2_draws_the_manifold(tmp_path):
 
 
 def test_job_returns_the_objectives_it_is_asked_for(tmp_path):
-    cfg = compose_config([*TINY, "eval.pictures=false", "objectives=[distortion,rate]"])
+    cfg = compose_config([*TINY, "eval.pictures=false", "+objectives=[distortion,rate]"])
     d, r = run(cfg, tmp_path)
     m = read_metrics(tmp_path)
     assert (d, r) == (m["distortion"], m["rate"])
-    cfg = compose_config([*TINY, "eval.pictures=false", "objectives=[iwae_nll]"])
+    cfg = compose_config([*TINY, "eval.pictures=false", "+objectives=[iwae_nll]"])
     assert run(cfg, tmp_path) == read_metrics(tmp_path)["iwae_nll"]
 
 

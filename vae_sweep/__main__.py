@@ -1,5 +1,8 @@
 """`python -m vae_sweep [overrides]`: one training job; `python -m vae_sweep --multirun`: a sweep.
 
+A single job composes no sweep (`sweep: null` in conf/config.yaml); `--multirun` without a `sweep=` option means
+`sweep=pareto`, the default Pareto sweep, so the headline command needs no more typing.
+
 Command-line mistakes that Hydra would report over several lines (an unknown group option, an output dir
 that cannot be written) are caught first and reported in one.
 """
@@ -33,6 +36,16 @@ def task(cfg: DictConfig) -> float | tuple[float, ...]:
     return run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
+DEFAULT_SWEEP = "pareto"
+
+
+def with_default_sweep(argv: list[str]) -> list[str]:
+    """`argv` plus `sweep=pareto` when it asks for a multirun and chooses no sweep option itself."""
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    chosen = any(a.lstrip("+").split("=", 1)[0] == "sweep" for a in argv)
+    return [*argv, f"sweep={DEFAULT_SWEEP}"] if multirun and not chosen else argv
+
+
 def main() -> None:
     from vae_sweep.validate import check_argv
 
@@ -40,6 +53,7 @@ def main() -> None:
         here = Path(__file__).resolve().parent
         sys.exit(f"error: vae_sweep's config: no config.yaml in {here / 'conf'} (installed) or {CONF_DIR} (checkout):"
                  " reinstall vae_sweep")
+    sys.argv[1:] = with_default_sweep(sys.argv[1:])
     try:
         check_argv(sys.argv[1:], CONF_DIR)
     except ConfigError as e:

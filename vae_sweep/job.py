@@ -37,7 +37,7 @@ def in_sweep() -> bool:
 def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, torch.device]:
     """Everything that can fail because of user input, before any training: config values, device,
     dataset, model-vs-image-size, the checkpoint to resume from."""
-    validate(cfg, objectives=in_sweep())  # a single run's return value goes nowhere
+    validate(cfg, objectives=bool(cfg.get("objectives")))  # a sweep names them; a single job names none
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
@@ -73,7 +73,7 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
     if state.reason:
         metrics["error"] = state.reason
     write_metrics(out_dir, metrics)
-    log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.objectives))
+    log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.get("objectives") or ()))
     return objectives(cfg, metrics)
 
 
@@ -125,7 +125,10 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
     return metrics
 
 
-def objectives(cfg: DictConfig, metrics: dict) -> float | tuple[float, ...]:
-    """The metric(s) named by cfg.objectives; NaN for each when the run diverged (the sweeper marks it failed)."""
+def objectives(cfg: DictConfig, metrics: dict) -> float | tuple[float, ...] | None:
+    """The metric(s) named by cfg.objectives; NaN for each when the run diverged (the sweeper marks it failed).
+    None when the config names none: a single job or a grid sweep, whose return value goes nowhere."""
+    if not cfg.get("objectives"):
+        return None
     values = tuple(float("nan") if metrics.get(k) is None else float(metrics[k]) for k in cfg.objectives)
     return values[0] if len(values) == 1 else values
