@@ -95,6 +95,7 @@ def completed(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
 
 
 def status_counts(df: pd.DataFrame) -> dict[str, int]:
+    """{status: number of trials} for every one of STATUSES, zeros included."""
     counts = df["status"].value_counts()
     return {s: int(counts.get(s, 0)) for s in STATUSES}
 
