@@ -21,6 +21,10 @@ from statistics import median
 
 import optuna
 
+from vae_sweep.analysis import FRONT
+from vae_sweep.metrics import METRICS
+from vae_sweep.pareto import hypervolume_2d
+
 # name -> (sampler option of hydra-optuna-sweeper, extra overrides). NSGA-II's default population (50) would
 # make 30 trials one random generation, so it runs with 10 here.
 SAMPLERS = {
@@ -28,16 +32,7 @@ SAMPLERS = {
     "random": ("random", []),
     "motpe": ("motpe", ["hydra.sweeper.sampler.n_startup_trials=10"]),
 }
-
-
-def hypervolume_2d(points: list[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by `points` (both coordinates minimised) inside the box below `ref`."""
-    area, best_rate = 0.0, ref[1]
-    for d, r in sorted(p for p in points if p[0] < ref[0] and p[1] < ref[1]):
-        if r < best_rate:
-            area += (ref[0] - d) * (best_rate - r)
-            best_rate = r
-    return area
+DIRECTIONS = [METRICS[m].direction for m in FRONT]  # the default sweep's objectives: distortion and rate, minimised
 
 
 def run_sweep(out: Path, sampler: str, seed: int, n_trials: int, extra: list[str]) -> float:
@@ -83,14 +78,15 @@ def report(opts: argparse.Namespace, walls: dict) -> None:
                                          if t.state.name == "COMPLETE")
     every = [p for pts in fronts.values() for p in pts]
     ref = (max(p[0] for p in every) * 1.01, max(p[1] for p in every) * 1.01)
-    print(f"\nreference point: distortion {ref[0]:.1f} nats, rate {ref[1]:.1f} nats; {opts.n_trials} trials each")
+    unit = METRICS["distortion"].unit.text  # rate's too
+    print(f"\nreference point: distortion {ref[0]:.1f}, rate {ref[1]:.1f} {unit}; {opts.n_trials} trials each")
     print(f"{'sampler':12} {'seed':>4} {'completed':>9} {'hypervolume':>12} {'overhead s/trial':>17} {'sweep s':>8}")
     for (sampler, seed), pts in fronts.items():
-        hv = hypervolume_2d(pts, ref)
+        hv = hypervolume_2d(pts, ref, DIRECTIONS)
         print(f"{sampler:12} {seed:>4} {len(pts):>9} {hv:>12.0f} {overhead[sampler, seed]:>17.3f} {walls[sampler, seed]:>8.0f}")
     print("\nmedian hypervolume by sampler:")
     for sampler in opts.samplers:
-        hvs = [hypervolume_2d(fronts[sampler, s], ref) for s in opts.seeds]
+        hvs = [hypervolume_2d(fronts[sampler, s], ref, DIRECTIONS) for s in opts.seeds]
         print(f"  {sampler:12} {median(hvs):10.0f}   (seeds: {', '.join(f'{h:.0f}' for h in hvs)})")
 
 

@@ -21,6 +21,9 @@ from PIL import Image
 
 from vae_sweep import analysis, analysis_plots
 from vae_sweep.errors import ConfigError
+from vae_sweep.importance import param_importance
+from vae_sweep.pareto import MINIMIZE, pareto_mask
+from vae_sweep.sweep_summary import write_summary
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRIALS = 8
@@ -96,7 +99,7 @@ def test_pareto_mask_with_ties_and_nans(seed):
     rng = np.random.default_rng(seed)
     d, r = rng.integers(0, 6, 200).astype(float), rng.integers(0, 6, 200).astype(float)  # many exact ties
     d[rng.random(200) < 0.1] = np.nan
-    assert (analysis.pareto_mask(d, r) == brute_force_pareto(d, r)).all()
+    assert (pareto_mask(np.column_stack([d, r]), MINIMIZE) == brute_force_pareto(d, r)).all()
 
 
 def test_study_url_gives_the_same_trials(sweep, df):
@@ -163,7 +166,7 @@ def test_figures_are_written(df, tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         with Image.open(path) as im:
             assert 400 <= im.width <= 4000 and 300 <= im.height <= 4000, (path.name, im.size)
-    importance = analysis_plots.param_importance(df)
+    importance = param_importance(df)
     assert set(importance.index) == {"beta", "latent_dim", "lr"}
     assert importance.sum().to_numpy() == pytest.approx(1.0)
     with pytest.raises(ConfigError, match="format=gif"):
@@ -179,10 +182,17 @@ def test_no_data_gives_a_message_and_no_file(df, tmp_path, caplog):
     assert len(caplog.records) == len(analysis_plots.FIGURES)
 
 
-def test_running_hypervolume():
-    d = np.array([3.0, np.nan, 1.0, 2.0, 2.0])
-    r = np.array([1.0, np.nan, 3.0, 2.0, 3.0])  # reference point (3, 3)
-    assert analysis_plots.running_hypervolume(d, r).tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]
+def test_the_sweeper_writes_the_analysis_summary(sweep, df, tmp_path):
+    """One summary.md format: the sweeper's (from its study, at the end of the sweep) is the analysis's, and the
+    same trials read from the sweep dir give the same tables."""
+    study = optuna.load_study(study_name="pareto", storage=sweep.url)
+    by_sweeper = (sweep.dir / "summary.md").read_text()
+    assert by_sweeper == analysis.summary_markdown(analysis.study_frame(study))
+    assert by_sweeper.startswith("# Sweep analysis\n\n`study=pareto`: " + analysis.status_line(df))
+    assert by_sweeper.splitlines()[3:] == analysis.summary_markdown(df).splitlines()[3:]  # all but the source
+    write_summary(study, tmp_path / "again", ["minimize", "minimize"])
+    assert (tmp_path / "again" / "summary.md").read_text() == by_sweeper
+    assert (tmp_path / "again" / "optimization_results.yaml").is_file()
 
 
 def test_notebook_runs_headless(sweep):

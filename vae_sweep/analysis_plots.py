@@ -1,8 +1,10 @@
-"""Figures of a sweep, from the DataFrame of `vae_sweep.analysis.load_sweep`.
+"""Figures of a sweep: they draw what the analysis computed, and compute nothing themselves.
 
-Every `plot_*` function returns a `matplotlib.figure.Figure` (no pyplot, so it runs headless), or None after
-logging a warning `<name>: no figure: <why>` when the sweep has nothing to draw. `save_figures` writes the
-ones that exist. Axes carry units: distortion, rate and neg_elbo are in nats per example, mse per pixel.
+Each `plot_*` function takes a frame: the sweep's (`vae_sweep.analysis.load_sweep`, Pareto flags included),
+its history (`analysis.history_table`) or its parameter importance (`importance.param_importance`). It returns a
+`matplotlib.figure.Figure` (no pyplot, so it runs headless), or None after logging a warning
+`<name>: no figure: <why>` when there is nothing to draw. FIGURES makes each figure from the sweep's frame, and
+`save_figures` writes the ones that exist. Axis labels are the registry's (`vae_sweep.metrics`), units included.
 """
 
 from __future__ import annotations
@@ -18,18 +20,16 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from vae_sweep.analysis import METRICS, pareto_mask, searched_params
+from vae_sweep.analysis import FRONT, SCALARS, completed, history_table
 from vae_sweep.errors import ConfigError
+from vae_sweep.importance import MIN_IMPORTANCE_TRIALS, param_importance
+from vae_sweep.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("png", "svg", "pdf")
-LABELS = {"distortion": "distortion [nats/example]", "rate": "rate [nats/example]",
-          "neg_elbo": "neg_elbo [nats/example]", "iwae_nll": "IWAE NLL [nats/example]",
-          "mse": "MSE [per pixel]", "active_units": "active units [count]"}
 MARKERS = "osD^vP*Xph<>"  # one per latent_dim, in increasing order
 MAX_PICTURE_COLUMNS = 8  # Pareto trials shown side by side in pareto_pictures
-MIN_IMPORTANCE_TRIALS = 4  # completed trials needed to fit the importance forest
 
 
 def save_figures(df: pd.DataFrame, out: Path, fmt: str = "png", dpi: int = 150) -> dict[str, Path]:
@@ -48,12 +48,6 @@ def save_figures(df: pd.DataFrame, out: Path, fmt: str = "png", dpi: int = 150) 
 
 def _no_data(name: str, why: str) -> None:
     log.warning("%s: no figure: %s", name, why)
-
-
-def _completed(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
-    """Completed trials with a finite value in every one of `cols`."""
-    done = df[df["status"].eq("completed")]
-    return done[np.isfinite(done[list(cols)]).all(axis=1)] if cols else done
 
 
 def _markers(df: pd.DataFrame) -> dict:
@@ -78,7 +72,7 @@ def _beta_norm(beta: pd.Series) -> Normalize:
 def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
     """Rate against distortion for every completed trial: colour = beta (log scale), marker = latent_dim,
     the Pareto front as a step line, and faint lines of equal neg_elbo (D + R = const)."""
-    ok = _completed(df, "distortion", "rate", "beta")
+    ok = completed(df, "distortion", "rate", "beta")
     if ok.empty:
         return _no_data("rate_distortion", "no completed trial with a finite distortion and rate")
     fig = Figure(figsize=(7.5, 5.5), layout="constrained")
@@ -87,7 +81,7 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
     for dim, group in ok.groupby("latent_dim"):
         ax.scatter(group["distortion"], group["rate"], c=group["beta"], norm=norm, cmap="viridis",
                    marker=markers[dim], s=45, edgecolors="0.2", linewidths=0.5, zorder=3)
-    front = ok[pareto_mask(ok["distortion"], ok["rate"])].sort_values("distortion")
+    front = ok[ok["pareto"]].sort_values("distortion")
     ax.step(front["distortion"], front["rate"], where="post", color="crimson", lw=1.5, zorder=2)
     ax.scatter(front["distortion"], front["rate"], s=130, facecolors="none", edgecolors="crimson", zorder=2)
     _auto_scale(ax, "x", ok["distortion"])
@@ -100,7 +94,7 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
     handles += [Line2D([], [], color="crimson", marker="o", mfc="none", label="Pareto front"),
                 Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo\n(D + R, labelled)")]
     fig.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="outside right upper")
-    ax.set(xlabel=LABELS["distortion"], ylabel=LABELS["rate"],
+    ax.set(xlabel=METRICS["distortion"].label, ylabel=METRICS["rate"].label,
            title=f"Rate-distortion: {len(ok)} completed trials, {len(front)} on the Pareto front")
     return fig
 
@@ -127,9 +121,9 @@ def _iso_elbo(ax, totals: pd.Series) -> None:
 
 def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
     """Each metric against beta (log x), one line per latent_dim."""
-    ok = _completed(df, "beta")
+    ok = completed(df, "beta")
     ok = ok[ok["beta"] > 0]
-    metrics = [m for m in METRICS if np.isfinite(ok[m]).any()]
+    metrics = [m for m in SCALARS if np.isfinite(ok[m]).any()]
     if ok.empty or not metrics or ok["beta"].nunique() < 2:
         return _no_data("metrics_vs_beta", "fewer than two values of beta among the completed trials")
     ncols = min(3, len(metrics))
@@ -145,7 +139,7 @@ def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
                     label=f"{int(dim)}")
         ax.set_xscale("log")
         _auto_scale(ax, "y", ok[metric].dropna())
-        ax.set(xlabel="β (log scale)", ylabel=LABELS[metric])
+        ax.set(xlabel="β (log scale)", ylabel=METRICS[metric].label)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), title="latent_dim", loc="outside right upper", fontsize=8)
@@ -153,92 +147,53 @@ def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
-def plot_history(df: pd.DataFrame) -> Figure | None:
-    """Each objective against trial number with its best-so-far, and the running Pareto hypervolume."""
-    objectives = [m for m in ("distortion", "rate", "neg_elbo") if np.isfinite(_completed(df)[m]).any()]
+def plot_history(history: pd.DataFrame) -> Figure | None:
+    """Each objective of `analysis.history_table` against trial number with its best-so-far, and the running
+    Pareto hypervolume."""
+    objectives = [m for m in METRICS if f"{m}_best" in history]
     if not objectives:
         return _no_data("history", "no completed trial with a finite objective")
-    several = df["source"].nunique() > 1
-    x = pd.Series(np.arange(len(df)) if several else df["trial"].to_numpy(dtype=float), index=df.index)
-    done = df["status"].eq("completed")
-    panels = objectives + (["hypervolume"] if {"distortion", "rate"} <= set(objectives) else [])
+    x = history.iloc[:, 0]  # `trial`, or `order` when the sweep has several sources
+    panels = objectives + (["hypervolume"] if "hypervolume" in history else [])
     fig = Figure(figsize=(6.5, 2.2 * len(panels) + 0.6), layout="constrained")
     axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False).ravel()
     for ax, metric in zip(axes, objectives):
-        y = df[metric].where(done)
-        ax.plot(x, y, "o", ms=4, color="0.55", label="completed trial")
-        ax.step(x, y.cummin().ffill(), where="post", color="C0", lw=1.5, label="best so far")
-        failed = x[df["status"].isin(["diverged", "failed"])]
+        ax.plot(x, history[metric], "o", ms=4, color="0.55", label="completed trial")
+        ax.step(x, history[f"{metric}_best"], where="post", color="C0", lw=1.5, label="best so far")
+        failed = x[history["failed"]]
         if len(failed):
             ax.plot(failed, np.full(len(failed), 0.03), "x", color="crimson", transform=ax.get_xaxis_transform(),
                     label="diverged / failed")
-        _auto_scale(ax, "y", y.dropna())
-        ax.set_ylabel(LABELS[metric])
+        _auto_scale(ax, "y", history[metric].dropna())
+        ax.set_ylabel(METRICS[metric].label)
     if "hypervolume" in panels:
-        axes[-1].step(x, running_hypervolume(df["distortion"].where(done), df["rate"].where(done)),
-                      where="post", color="C2", lw=1.5)
-        axes[-1].set_ylabel("Pareto hypervolume\n[nats², ref: worst D, R]")
+        axes[-1].step(x, history["hypervolume"], where="post", color="C2", lw=1.5)
+        unit = METRICS[FRONT[0]].unit.slug  # distortion and rate share it
+        axes[-1].set_ylabel(f"Pareto hypervolume\n[{unit}², ref: worst D, R]")
     fig.legend(*axes[0].get_legend_handles_labels(), fontsize=8, ncols=3, loc="outside lower center")
-    axes[-1].set_xlabel("trial (in the order collected)" if several else "trial number")
-    fig.suptitle(f"Sweep history ({len(df)} trials)")
+    axes[-1].set_xlabel("trial number" if x.name == "trial" else "trial (in the order collected)")
+    fig.suptitle(f"Sweep history ({len(history)} trials)")
     return fig
 
 
-def running_hypervolume(distortion: pd.Series, rate: pd.Series) -> np.ndarray:
-    """After each trial, the area dominated by the Pareto front of the trials so far, up to the reference
-    point (worst distortion, worst rate of the whole sweep): it only grows. NaN = not completed."""
-    d, r = np.asarray(distortion, dtype=float), np.asarray(rate, dtype=float)
-    ok = np.isfinite(d) & np.isfinite(r)
-    if not ok.any():
-        return np.zeros(len(d))
-    ref_d, ref_r = d[ok].max(), r[ok].max()
-    out = np.zeros(len(d))
-    for i in range(len(d)):
-        seen = np.flatnonzero(ok[: i + 1])
-        front = seen[pareto_mask(d[seen], r[seen])]
-        front = front[np.argsort(d[front])]  # rate falls as distortion grows
-        widths = np.diff(np.append(d[front], ref_d))
-        out[i] = float(np.sum(widths * (ref_r - r[front])))
-    return out
-
-
-def param_importance(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean-decrease-impurity importance of each searched numeric parameter for each objective: a random
-    forest (scikit-learn, 200 trees, fixed seed) on log10 of the parameters (where positive) over the
-    completed trials. Rows: parameters; columns: objectives; each column sums to 1. Empty when too few."""
-    from sklearn.ensemble import RandomForestRegressor
-
-    done = _completed(df)
-    params = [p for p in searched_params(df) if pd.api.types.is_numeric_dtype(df[p]) and done[p].nunique() > 1]
-    result = {}
-    for objective in ("distortion", "rate", "neg_elbo"):
-        rows = done[np.isfinite(done[objective]) & done[params].notna().all(axis=1)]
-        if not params or len(rows) < MIN_IMPORTANCE_TRIALS:
-            continue
-        x = rows[params].astype(float).apply(lambda col: np.log10(col) if (col > 0).all() else col)
-        forest = RandomForestRegressor(n_estimators=200, random_state=0).fit(x.to_numpy(), rows[objective])
-        result[objective] = forest.feature_importances_
-    return pd.DataFrame(result, index=params if result else [])
-
-
-def plot_importance(df: pd.DataFrame) -> Figure | None:
-    """Bar chart of `param_importance`: one group of bars per parameter, one bar per objective."""
-    imp = param_importance(df)
-    if imp.empty:
+def plot_importance(importance: pd.DataFrame) -> Figure | None:
+    """Bar chart of `importance.param_importance`: one group of bars per parameter, one bar per objective."""
+    if importance.empty:
         return _no_data("importance", f"needs at least {MIN_IMPORTANCE_TRIALS} completed trials and a searched "
                                       "numeric parameter")
-    fig = Figure(figsize=(6.5, 1.0 + 0.7 * len(imp) * max(1, len(imp.columns) / 2)), layout="constrained")
+    fig = Figure(figsize=(6.5, 1.0 + 0.7 * len(importance) * max(1, len(importance.columns) / 2)),
+                 layout="constrained")
     ax = fig.add_subplot()
-    height = 0.8 / len(imp.columns)
-    pos = np.arange(len(imp))
-    for i, objective in enumerate(imp.columns):
-        ax.barh(pos + i * height, imp[objective], height, label=objective, color=f"C{i}")
-    ax.set_yticks(pos + height * (len(imp.columns) - 1) / 2, [f"log10 {p}" if (df[p].dropna() > 0).all() else p
-                                                               for p in imp.index])
+    height = 0.8 / len(importance.columns)
+    pos = np.arange(len(importance))
+    for i, objective in enumerate(importance.columns):
+        ax.barh(pos + i * height, importance[objective], height, label=objective, color=f"C{i}")
+    log10 = importance.attrs.get("log10", [])
+    ax.set_yticks(pos + height * (len(importance.columns) - 1) / 2,
+                  [f"log10 {p}" if p in log10 else p for p in importance.index])
     ax.invert_yaxis()
     ax.set(xlabel="importance (mean decrease in impurity, sums to 1 per objective)", xlim=(0, 1),
-           title=f"Parameter importance (random forest on {int(_completed(df)['distortion'].notna().sum())} "
-                 "completed trials)")
+           title=f"Parameter importance (random forest on {importance.attrs.get('trials', '?')} completed trials)")
     ax.legend(title="objective", fontsize=8)
     return fig
 
@@ -247,8 +202,8 @@ def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
     """Reconstructions and prior samples of the Pareto-front trials side by side, ordered by beta."""
     from PIL import Image
 
-    ok = _completed(df, "distortion", "rate")
-    front = ok[pareto_mask(ok["distortion"], ok["rate"])].sort_values("beta")
+    done = completed(df)
+    front = done[done["pareto"]].sort_values("beta")
     if len(front) > MAX_PICTURE_COLUMNS:  # evenly spaced in beta order
         front = front.iloc[np.linspace(0, len(front) - 1, MAX_PICTURE_COLUMNS).round().astype(int)]
     kinds = {"reconstructions": "originals / reconstructions\n(alternating rows)", "samples": "prior samples"}
@@ -271,14 +226,14 @@ def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
                                f"D={trial['distortion']:.4g}  R={trial['rate']:.3g}", fontsize=8)
     for row, label in enumerate(kinds.values()):
         axes[row, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle("Pareto-front trials by β (D, R in nats/example)", fontsize=10)
+    fig.suptitle(f"Pareto-front trials by β (D, R in {METRICS['distortion'].unit.axis})", fontsize=10)
     return fig
 
 
-FIGURES = {
+FIGURES = {  # name -> the figure of a sweep's frame: what it needs computed by the analysis, then drawn
     "rate_distortion": plot_rate_distortion,
     "metrics_vs_beta": plot_metrics_vs_beta,
-    "history": plot_history,
-    "importance": plot_importance,
+    "history": lambda df: plot_history(history_table(df)),
+    "importance": lambda df: plot_importance(param_importance(df)),
     "pareto_pictures": plot_pareto_pictures,
 }
