@@ -30,8 +30,10 @@ N_TRIALS = 8
 # The 8x8 digits, one epoch of 3 batches. The study is made in two runs of the same sweep, so its statuses do
 # not depend on where a sampler happens to draw: 6 trials in the default search space (they complete), then a
 # top-up to 8 with SGD at lr of 1e5 to 1e6 (they diverge).
-SWEEP_ARGS = ["epochs=1", "max_batches=3", "eval.iwae_k=5", "dataset=digits", "hydra.sweeper.max_failure_rate=1.0"]
-RUNS = [["hydra.sweeper.n_trials=6"], [f"hydra.sweeper.n_trials={N_TRIALS}", "optimizer=sgd", "lr=tag(log, interval(1e5, 1e6))"]]
+SWEEP_ARGS = ["epochs=1", "max_batches=3", "eval.iwae_k=5", "dataset=digits", "optimizer=sgd",
+              "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.study_name=pareto"]
+# One experiment, two commands: the second tops the study up, searching lr where SGD diverges.
+RUNS = [["hydra.sweeper.n_trials=6"], [f"hydra.sweeper.n_trials={N_TRIALS}", "lr=tag(log, interval(1e5, 1e6))"]]
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,13 @@ import pandas as pd
 from vae_sweep.analysis_sources import PARAMS, STATUSES, finite, is_run_dir, source_rows, study_rows
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.errors import ConfigError
-from vae_sweep.metrics import COUNT, METRICS, OBJECTIVES, Status
+from vae_sweep.metrics import METRICS, OBJECTIVES, Status
 from vae_sweep.pareto import pareto_mask, running_hypervolume
 
 log = logging.getLogger(__name__)
 
-PER_DIM = "kl_per_dim"  # the one metric that is a list (one entry per latent dim), not a number
-SCALARS = tuple(name for name in METRICS if name != PER_DIM)  # the metric columns, floats
+PER_DIM = next(name for name, m in METRICS.items() if m.per_dim)  # the one metric that is a list, not a number
+SCALARS = tuple(name for name, m in METRICS.items() if not m.per_dim)  # the metric columns, floats
 FRONT = ("distortion", "rate")  # the trade-off of the Pareto flag and the hypervolume
 ELBO_TERMS = ("distortion", "rate", "neg_elbo")  # D, R and D + R: the objectives of the history and importance
 FRAME = ("source", "trial", "status", "pareto", "error", "run_dir")  # the frame's own columns
@@ -157,9 +157,7 @@ def history_table(df: pd.DataFrame) -> pd.DataFrame:
 def column_name(name: str) -> str:
     """A table's name for a column: a metric's carries its unit (`distortion_nats`, `mse_per_pixel`; a count
     says its unit already: `active_units`), any other stays as it is."""
-    if name not in METRICS or METRICS[name].unit is COUNT:
-        return name
-    return METRICS[name].column
+    return METRICS[name].column if name in METRICS else name
 
 
 def trials_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -18,20 +18,14 @@ import yaml
 
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.errors import ConfigError
-from vae_sweep.metrics import Status
+from vae_sweep.metrics import COUNTED, Status
 
 PARAMS = ("beta", "latent_dim", "lr", "batch_size", "seed", "epochs", "kl_warmup_steps")  # config knobs
 NOT_PARAMS = {"threads", "progress", "device", "data_dir", "resume", "objectives"}  # overrides that change no result
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where built: hydra.yaml takes 30 ms in Python
 
 
-def reported(status: Status) -> Status:
-    """The status the analysis counts a run under: an interrupted run produced nothing, so it counts as failed
-    (its `error` says how it ended)."""
-    return Status.FAILED if status is Status.INTERRUPTED else status
-
-
-STATUSES = tuple(s.value for s in Status if reported(s) is s)  # the statuses a row can have
+STATUSES = tuple(s.value for s in COUNTED)  # the statuses a row can have (an interrupted run counts as failed)
 
 
 def source_rows(source: str, study: str | None) -> list[dict]:
@@ -129,7 +123,7 @@ def _run_status(metrics: dict) -> Status:
     needed = ["distortion"] + (["rate"] if "rate" in metrics else [])  # an autoencoder has no rate
     if status is Status.COMPLETED and not all(finite(metrics.get(k)) for k in needed):
         return Status.DIVERGED  # it finished, but with NaN or infinite objectives
-    return reported(status)
+    return status.counted_as
 
 
 def _url_rows(url: str, name: str | None) -> list[dict]:

@@ -25,7 +25,7 @@ class Unit:
 
 NATS = Unit("nats per example", "nats", "nats/example")
 PER_PIXEL = Unit("per pixel", "per_pixel", "per pixel")
-COUNT = Unit("count", "count", "count")
+COUNT = Unit("count", "", "count")  # a count's name says what it counts: column `active_units`
 
 
 @dataclass(frozen=True)
@@ -36,11 +36,12 @@ class Metric:
     needs_rate: bool = False  # undefined for loss=ae, which has no posterior variance and so no KL
     objective: bool = False  # a sweep may name it in `objectives`
     direction: str = "minimize"
+    per_dim: bool = False  # a list with one entry per latent dim, not a number
 
     @property
     def column(self) -> str:
         """The analysis table's column name, unit included: `distortion_nats`, `mse_per_pixel`."""
-        return f"{self.name}_{self.unit.slug}"
+        return f"{self.name}_{self.unit.slug}" if self.unit.slug else self.name
 
     @property
     def label(self) -> str:
@@ -58,10 +59,11 @@ _ALL = (
     Metric("rate", NATS, "KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
            needs_rate=True, objective=True),
     Metric("neg_elbo", NATS, "distortion + rate", needs_rate=True, objective=True),
-    Metric("mse", PER_PIXEL, "squared error of the decoded mean, averaged over pixels and examples", objective=True),
     Metric("iwae_nll", NATS, "importance-weighted bound on -log p(x) with iwae_k samples (Burda et al. 2016)",
            needs_rate=True, objective=True),
-    Metric("kl_per_dim", NATS, "the rate split by latent dim, one entry per dim", needs_rate=True),
+    Metric("mse", PER_PIXEL, "squared error of the decoded mean, averaged over pixels and examples", objective=True),
+    Metric("kl_per_dim", NATS, "the rate split by latent dim, one entry per dim", needs_rate=True,
+           per_dim=True),
     Metric("active_units", COUNT, "latent dims with Var_x(E_q[z_i]) > 0.01 (Burda et al. 2016)", needs_rate=True),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
@@ -76,14 +78,22 @@ def units_block() -> dict[str, str]:
 class Status(str, Enum):
     """How a run ended, as metrics.json, the study's `status` user attribute and the analysis say it."""
 
-    RUNNING = "running"  # metrics.json written at the start; a run killed hard stays so
     COMPLETED = "completed"
     DIVERGED = "diverged"  # the loss or a validation term stopped being finite
     FAILED = "failed"  # the job raised
     INTERRUPTED = "interrupted"  # Ctrl-C, or its sweep process was killed: does not count toward n_trials
+    RUNNING = "running"  # metrics.json written at the start; a run killed hard stays so
     MISSING = "missing"  # the analysis found no readable metrics.json
+
+    @property
+    def counted_as(self) -> Status:
+        """The analysis counts an interrupted run as failed: it produced nothing."""
+        return Status.FAILED if self is Status.INTERRUPTED else self
 
     def __str__(self) -> str:
         return self.value
 
     __format__ = str.__format__
+
+
+COUNTED: tuple[Status, ...] = tuple(s for s in Status if s.counted_as is s)  # the statuses the analysis reports
