@@ -36,8 +36,9 @@ def in_sweep() -> bool:
 
 def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, torch.device]:
     """Everything that can fail because of user input, before any training: config values, device,
-    dataset, model-vs-image-size, the checkpoint to resume from."""
-    validate(cfg, objectives=in_sweep())  # a single run's return value goes nowhere
+    dataset, model-vs-image-size and its memory (in `build`), the checkpoint to resume from."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
+    validate(cfg, objectives=in_sweep(), choices=choices)  # objectives: a single run's return value goes nowhere
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
