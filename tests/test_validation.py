@@ -239,3 +239,10 @@ def test_memory_message_names_the_largest_size_setting(monkeypatch):
                                           r"\(25.4 GB with gradients and optimizer state\); the cpu has 1.0 GB available$"):
         check_fits_in_memory(cfg, 1_589_021_204, torch.device("cpu"))
     check_fits_in_memory(cfg, 1000, torch.device("cpu"))
+
+
+def test_cuda_memory_is_the_drivers_free_count(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (2 * 10**9, 80 * 10**9))
+    cfg = compose_config(["latent_dim=100000000"])
+    with pytest.raises(ConfigError, match=r"; cuda:0 has 2.0 GB available$"):
+        check_fits_in_memory(cfg, 120_200_628_784, torch.device("cuda:0"))

@@ -60,7 +60,7 @@ def compose(conf_dir, config_name: str, overrides: list[str]):
     except ConfigCompositionException as e:
         cause, line = e.__cause__, culprit(e, overrides)
         full_key = getattr(cause, "full_key", None)
-        if full_key and str(e).startswith("Could not override") and "not in struct" in str(cause):
+        if full_key and line in overrides and "not in struct" in str(cause):  # recomposed without it for the hint
             raise no_such_setting(full_key, conf_dir, config_name, [o for o in overrides if o != line]) from None
         raise ConfigError(f"{line}: {first_line(cause or e)}") from None
     except (HydraException, OmegaConfBaseException, ValueError) as e:
@@ -68,11 +68,11 @@ def compose(conf_dir, config_name: str, overrides: list[str]):
 
 
 def culprit(e: BaseException, overrides: list[str]) -> str:
-    """The override that Hydra's message names (`'model.hiden'`), or the whole command line."""
+    """The override that Hydra's message names (`'model.hiden'`), or else the whole command line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
-    return next((line for line, key in zip(overrides, keys) if f"'{key}'" in str(e)), " ".join(overrides))
+    return next((line for line, key in zip(overrides, keys) if f"'{key}'" in str(e)), " ".join(overrides) or "config")
 
 
 def no_such_setting(full_key: str, conf_dir, config_name: str, others: list[str]) -> ConfigError:

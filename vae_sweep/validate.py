@@ -13,7 +13,6 @@ Compose API and each sweep trial get the same checks. `check_fits_in_memory` ref
 from __future__ import annotations
 
 import math
-import os
 import re
 import tempfile
 from dataclasses import fields, is_dataclass
@@ -51,6 +50,8 @@ def validate(cfg: DictConfig, objectives: bool = True, choices: Mapping[str, str
             if group in OPTIONAL_GROUPS:
                 continue
             raise ConfigError(f"{group}=null: choose an option with {group}=<option>")
+        if not isinstance(node, DictConfig):  # an option's name where no composition took place (the sweeper's
+            continue  # check of its search space sets `optimizer=sgd` as a value); the job checks the node itself
         schema = SCHEMAS.get(node.get("_target_"))  # a target of the user's own is left to that target
         if schema is not None:
             where = f"{group}={choices[group]}" if choices and choices.get(group) else group
@@ -148,6 +149,11 @@ def show(value: object) -> str:
     return str(value)
 
 
+def listed(value: object) -> list:
+    """A setting that takes one name or a list of them (`objectives`, `hydra.sweeper.direction`), as a list."""
+    return [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+
+
 def raw(node: DictConfig, key: str) -> object:
     """The value of `node[key]` as written, interpolations unresolved."""
     return OmegaConf.to_container(OmegaConf.masked_copy(node, [key]), resolve=False)[key]
@@ -161,10 +167,10 @@ def source(node: DictConfig, key: str, prefix: str) -> str:
 
 def check_objectives(cfg: DictConfig) -> None:
     """The objectives a sweep optimises exist for this loss and these eval settings."""
-    objectives = [cfg.objectives] if isinstance(cfg.objectives, str) else list(cfg.objectives)
+    objectives = listed(cfg.objectives)
     if not objectives or any(o not in OBJECTIVES for o in objectives):
         raise ConfigError(f"objectives={show(objectives)}: name one or more of {', '.join(OBJECTIVES)}")
-    stochastic = cfg.loss._target_.rsplit(".", 1)[-1] != "AutoencoderLoss"
+    stochastic = OmegaConf.select(cfg, "loss._target_", default="").rsplit(".", 1)[-1] != "AutoencoderLoss"
     if not stochastic and any(METRICS[o].needs_rate for o in objectives):
         without_rate = ", ".join(o for o in OBJECTIVES if not METRICS[o].needs_rate)
         raise ConfigError(f"objectives={show(objectives)}: loss=ae has no rate; choose from {without_rate}")
@@ -179,8 +185,7 @@ def check_sweeper(cfg: DictConfig) -> None:
     if schema is None:
         return
     check_node(sweeper, schema, "hydra.sweeper.", "hydra.sweeper")
-    directions = [sweeper.direction] if isinstance(sweeper.direction, str) else list(sweeper.direction)
-    objectives = [cfg.objectives] if isinstance(cfg.objectives, str) else list(cfg.objectives)
+    directions, objectives = listed(sweeper.direction), listed(cfg.objectives)
     if len(directions) != len(objectives):
         raise ConfigError(f"objectives={show(objectives)}: hydra.sweeper.direction={show(directions)} asks for "
                           f"{len(directions)}; give one objective per direction")
@@ -226,6 +231,7 @@ def hydra_args(argv: list[str]):
 
     if {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--info", "-i"} & set(argv):
         return None
+
     def refuse(*args, **kwargs):  # a flag argparse cannot read: leave it to Hydra, which says so in its own words
         raise ValueError
 
@@ -266,9 +272,9 @@ def check_fits_in_memory(cfg: DictConfig, n_params: int, device) -> None:
     """Refuse a model whose fp32 parameters, gradients and Adam's two moments (16 bytes a parameter) would not fit."""
     need, free = 16 * n_params, available_memory(device)
     if free is not None and need > free:
-        where = f"the {device.type}" if device.type == "cpu" else str(device)
+        where = "the cpu has" if device.type == "cpu" else f"{device} has"
         raise ConfigError(f"{size_setting(cfg)}: the model would have {n_params:,} parameters ({need / 1e9:.1f} GB "
-                          f"with gradients and optimizer state); {where} has {free / 1e9:.1f} GB available")
+                          f"with gradients and optimizer state); {where} {free / 1e9:.1f} GB available")
 
 
 def available_memory(device) -> int | None:
