@@ -1,4 +1,7 @@
-"""The one error type for user mistakes: a single line naming the setting and what it accepts."""
+"""The one error type for user mistakes, a single line naming the setting and what it accepts, and the
+translations of the libraries' errors (Hydra's composition and instantiation) into it."""
+
+import difflib
 
 
 class ConfigError(ValueError):
@@ -23,3 +26,67 @@ def instantiate_group(node, key: str, **kwargs):
         if isinstance(cause, (TypeError, ValueError)):
             raise ConfigError(f"{key}: {cause}") from None
         raise
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of a library's (often multi-line) message."""
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def unknown_setting(setting: str, where: str, known: list[str], can_add: bool, name: str | None = None) -> ConfigError:
+    """`setting` names nothing in `where` (its part `name`, by default its last): say so, with the nearest known name."""
+    name = name or setting.rpartition(".")[2]
+    near = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {near[0]}? " if near else ""
+    tail = f"(add a new key with +{setting}=...)" if can_add else f"(its settings: {', '.join(sorted(known))})"
+    return ConfigError(f"{setting}: {where} has no setting {name!r}; {hint}{tail}")
+
+
+def compose(conf_dir, config_name: str, overrides: list[str]):
+    """Hydra's Compose API with the hydra node (`return_hydra_config`), its composition errors as one line each."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
+    except MissingConfigException as e:
+        if not e.options or not e.missing_cfg_file:
+            raise ConfigError(first_line(e)) from None
+        group, _, option = e.missing_cfg_file.rpartition("/")
+        raise ConfigError(f"{group}={option}: no such option; {group} accepts {', '.join(e.options)}") from None
+    except ConfigCompositionException as e:
+        cause, line = e.__cause__, culprit(e, overrides)
+        full_key = getattr(cause, "full_key", None)
+        if full_key and line in overrides and "not in struct" in str(cause):  # recomposed without it for the hint
+            raise no_such_setting(full_key, conf_dir, config_name, [o for o in overrides if o != line]) from None
+        raise ConfigError(f"{line}: {first_line(cause or e)}") from None
+    except (HydraException, OmegaConfBaseException, ValueError) as e:
+        raise ConfigError(f"{culprit(e, overrides)}: {first_line(e)}") from None
+
+
+def culprit(e: BaseException, overrides: list[str]) -> str:
+    """The override that Hydra's message names (`'model.hiden'`), or else the whole command line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
+    return next((line for line, key in zip(overrides, keys) if f"'{key}'" in str(e)), " ".join(overrides) or "config")
+
+
+def no_such_setting(full_key: str, conf_dir, config_name: str, others: list[str]) -> ConfigError:
+    """Hydra refused `full_key`: name the node it is missing from and the nearest setting it has. Settings may be
+    added (with +) only to a node without a `_target_`, since the target would refuse an unknown keyword."""
+    from omegaconf import DictConfig, OmegaConf
+
+    cfg = compose(conf_dir, config_name, others)  # the command line without the culprit
+    parent = full_key.rpartition(".")[0]
+    while parent and not isinstance(OmegaConf.select(cfg, parent), DictConfig):
+        parent = parent.rpartition(".")[0]
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    known = [k for k in node if k != "defaults" and not (k.startswith("_") and k.endswith("_"))]
+    choices = cfg.hydra.runtime.choices
+    where = f"{parent}={choices[parent]}" if parent in choices else parent or "the config"
+    name = full_key[len(parent) + 1 if parent else 0:].split(".")[0]
+    return unknown_setting(full_key, where, known, can_add="_target_" not in node, name=name)

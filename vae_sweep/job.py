@@ -36,8 +36,9 @@ def in_sweep() -> bool:
 
 def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, torch.device]:
     """Everything that can fail because of user input, before any training: config values, device,
-    dataset, model-vs-image-size, the checkpoint to resume from."""
-    validate(cfg, objectives=bool(cfg.get("objectives")))  # a sweep names them; a single job names none
+    dataset, model-vs-image-size and its memory (in `build`), the checkpoint to resume from."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
+    validate(cfg, objectives=bool(cfg.get("objectives")), choices=choices)  # a sweep names them; a single job none
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)

@@ -23,8 +23,9 @@ from vae_sweep.errors import instantiate_group
 from vae_sweep.evaluate import validation_terms
 from vae_sweep.losses import rate
 from vae_sweep.metrics import Status
-from vae_sweep.models import VAE
+from vae_sweep.models import VAE, count_parameters
 from vae_sweep.outputs import write_history
+from vae_sweep.validate import check_fits_in_memory
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,11 @@ class TrainState:
 
 
 def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.device) -> Parts:
-    """Instantiate model, optimizer, scheduler, loss and likelihood from their config groups."""
+    """Instantiate model, optimizer, scheduler, loss and likelihood from their config groups. The model is built
+    on the `meta` device first, which allocates nothing, so one too large for `device` is refused with its size."""
+    with torch.device("meta"):
+        sized = instantiate_group(cfg.model, "model", input_shape=input_shape)
+    check_fits_in_memory(cfg, count_parameters(sized), device)
     model = instantiate_group(cfg.model, "model", input_shape=input_shape).to(device)
     optimizer = instantiate_group(cfg.optimizer, "optimizer")(model.parameters())
     scheduler = instantiate_group(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None

@@ -1,125 +1,308 @@
 """Checks on user input, run before any work starts. Each failure is one line: `setting=value: what it accepts`.
 
-Two stages: `check_argv` looks at the command line before Hydra composes anything (unknown group options,
-an output dir that cannot be written); `validate` looks at the composed config.
+`check_argv(argv, conf_dir)` runs before Hydra starts anything. It reads the command line with Hydra's own parsers,
+composes the config once through Hydra's Compose API with the command line's fixed overrides (a sweep's searched
+values are the sweeper's to check, before its first trial), and checks what came out: every setting against the
+schema of `vae_sweep.config` (`validate`), under --multirun the sweeper's settings, and that the output dir can be
+written. Hydra's composition errors (an unknown option or setting, a bad override) become one line too.
+
+`validate(cfg)` is the schema check alone; every job runs it again on its own config (`job.prepare`), so the
+Compose API and each sweep trial get the same checks. `check_fits_in_memory` refuses a model too large to train.
 """
 
 from __future__ import annotations
 
-import difflib
-import os
+import math
+import re
 import tempfile
-from numbers import Integral, Real
+from dataclasses import fields, is_dataclass
 from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, Literal, Mapping, Union, get_args, get_origin, get_type_hints
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from vae_sweep.config import GROUPS
-from vae_sweep.errors import ConfigError
+from vae_sweep.config import GROUPS, JOB_GROUPS, OPTIONAL_GROUPS, SCHEMAS, SIZE, Accepts, Length, Match, Range, Root
+from vae_sweep.errors import ConfigError, compose, first_line, unknown_setting
 from vae_sweep.metrics import METRICS, OBJECTIVES
 
+__all__ = ["GROUPS", "check_argv", "check_fits_in_memory", "group_options", "validate"]
+INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")  # Hydra's, not the target's
+WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
+         bool: ("true or false", "true or false"), NoneType: ("null", "null")}
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
 
 
-def check_argv(argv: list[str], conf_dir: Path) -> None:
-    """Reject `group=option` overrides naming an option that does not exist, a misspelt setting, and an
-    output dir we cannot write."""
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    chosen = _chosen_options(argv, conf_dir)
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep or key.startswith("hydra") or key.startswith("+") or key.startswith("~"):
-            if key.startswith("hydra.") and key == ("hydra.sweep.dir" if multirun else "hydra.run.dir"):
-                check_writable(key, value)
-            continue
-        if key in GROUPS:
-            options = group_options(conf_dir, key)
-            if "," not in value and value != "null" and value not in options:
-                raise ConfigError(f"{key}={value}: no such option; {key} accepts {', '.join(options)}")
-        else:
-            _check_key(key, conf_dir, chosen)
-    if not any(a.partition("=")[0] in ("hydra.run.dir", "hydra.sweep.dir") for a in argv):
-        check_writable("hydra.run.dir" if not multirun else "hydra.sweep.dir", os.getcwd())
+# --- the composed config against the schema ----------------------------------------------------------------------
 
 
-def _chosen_options(argv: list[str], conf_dir: Path) -> dict[str, str]:
-    """group -> option for this command line: the root defaults list, then `group=option` overrides."""
-    defaults = OmegaConf.load(conf_dir / "config.yaml").get("defaults", [])
-    chosen = {k: v for d in defaults if isinstance(d, DictConfig) for k, v in d.items()}
-    chosen |= {k: v for k, _, v in (a.partition("=") for a in argv) if k in GROUPS and "," not in v}
-    return chosen
+def validate(cfg: DictConfig, objectives: bool = True, choices: Mapping[str, str] | None = None) -> None:
+    """Check the top-level knobs, `eval`, every group's settings and (for sweeps) the objectives. `choices`
+    (group -> option, as Hydra recorded them) only names the option in messages."""
+    check_node(cfg, Root, "", "the config")
+    for group in JOB_GROUPS:
+        node = cfg.get(group)
+        if not node:
+            if group in OPTIONAL_GROUPS:
+                continue
+            raise ConfigError(f"{group}=null: choose an option with {group}=<option>")
+        if not isinstance(node, DictConfig):  # an option's name where no composition took place (the sweeper's
+            continue  # check of its search space sets `optimizer=sgd` as a value); the job checks the node itself
+        schema = SCHEMAS.get(node.get("_target_"))  # a target of the user's own is left to that target
+        if schema is not None:
+            where = f"{group}={choices[group]}" if choices and choices.get(group) else group
+            check_node(node, schema, f"{group}.", where)
+    if objectives:
+        check_objectives(cfg)
 
 
-def _check_key(key: str, conf_dir: Path, chosen: dict[str, str]) -> None:
-    """A plain `a.b=v` override must name a setting that exists (Hydra would say so over five lines)."""
-    head, _, rest = key.partition(".")
-    if head in GROUPS and rest and chosen.get(head) not in (None, "null"):
-        node, where = OmegaConf.load(conf_dir / head / f"{chosen[head]}.yaml"), f"{head}={chosen[head]}"
-        name = rest.split(".")[0]
-    else:  # the root config, and what the chosen sweep option (a `_global_` package) adds to it
-        node, where, name = OmegaConf.load(conf_dir / "config.yaml"), "the config", head
-        if chosen.get("sweep") not in (None, "null"):
-            node = OmegaConf.merge(node, OmegaConf.load(conf_dir / "sweep" / f"{chosen['sweep']}.yaml"))
-    if head in ("sweep",) or name in node or name == "defaults":
+def check_node(node: DictConfig, schema: type, prefix: str, where: str) -> None:
+    """Every key of `node` is a setting of `schema` (unless it is open to more) and every setting is what it accepts."""
+    types = get_type_hints(schema, include_extras=True)
+    names = [f.name for f in fields(schema)]
+    if not getattr(schema, "open", False):
+        for key in node:
+            if key not in names and key not in INSTANTIATE_KEYS:
+                raise unknown_setting(f"{prefix}{key}", where, names, can_add=False)
+    for name in names:
+        if name in node.keys():  # `in node` alone skips a mandatory value left missing (???)
+            check_setting(node, name, types[name], prefix)
+
+
+def check_setting(node: DictConfig, key: str, kind: object, prefix: str) -> None:
+    setting = source(node, key, prefix)
+    try:
+        value = node[key]
+        if is_dataclass(kind) and isinstance(value, DictConfig):
+            return check_node(value, kind, f"{prefix}{key}.", f"{prefix}{key}")
+        if isinstance(value, (DictConfig, ListConfig)):
+            value = OmegaConf.to_container(value, resolve=True)
+    except MissingMandatoryValue:
+        raise ConfigError(f"{setting}=???: must be {describe(kind)}") from None
+    except OmegaConfBaseException as e:  # an interpolation that does not resolve
+        raise ConfigError(f"{prefix}{key}={raw(node, key)}: {first_line(e)}") from None
+    if not accepts(kind, value):
+        raise ConfigError(f"{setting}={show(value)}: must be {describe(kind)}")
+
+
+def accepts(kind: object, value: object) -> bool:
+    """Whether `value` (plain Python, from YAML or the command line) is of the schema type `kind`."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Annotated:
+        return accepts(args[0], value) and all(m.holds(value) for m in kind.__metadata__ if hasattr(m, "holds"))
+    if origin in (Union, UnionType):
+        return any(accepts(a, value) for a in args)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is list:
+        return isinstance(value, list) and all(accepts(args[0], v) for v in value)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in WORDS:
+        return isinstance(value, kind)  # type: ignore[arg-type]
+    if is_dataclass(kind):
+        return False  # a settings block given a plain value
+    raise TypeError(f"vae_sweep.config uses a type the checks do not know: {kind}")
+
+
+def describe(kind: object, plural: bool = False) -> str:
+    """What a schema type accepts, in words: `an integer >= 1 or null`, `a non-empty list of integers >= 1`."""
+    origin, args = get_origin(kind), get_args(kind)
+    if origin is Annotated:
+        said = [m.says for m in kind.__metadata__ if isinstance(m, (Accepts, Match))]
+        if said:
+            return said[0]
+        length = next((m for m in kind.__metadata__ if isinstance(m, Length)), Length())
+        text = list_words(get_args(args[0])[0], length) if get_origin(args[0]) is list else describe(args[0], plural)
+        return " ".join([text, *(str(m) for m in kind.__metadata__ if isinstance(m, Range))])
+    if origin in (Union, UnionType, Literal):
+        parts = [describe(a, plural) for a in args] if origin is not Literal else [show(a) for a in args]
+        return parts[0] if len(parts) == 1 else f"{', '.join(parts[:-1])} or {parts[-1]}"
+    if origin is list:
+        return list_words(args[0], Length())
+    if is_dataclass(kind):
+        return f"settings {', '.join(f.name for f in fields(kind))}"
+    return WORDS[kind][plural]  # type: ignore[index]
+
+
+def list_words(item: object, length: Length) -> str:
+    count = ("non-empty " if length.min == 1 and length.max is None else "") + "list of"
+    if length.max is not None:
+        count = f"list of {length.min}" if length.min == length.max else f"list of {length.min} to {length.max}"
+    return f"a {count} {describe(item, plural=True)}"
+
+
+def show(value: object) -> str:
+    """A value as it is written on the command line: `null`, `true`, `[16,32]`."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return f"[{','.join(show(v) for v in value)}]"
+    return str(value)
+
+
+def listed(value: object) -> list:
+    """A setting that takes one name or a list of them (`objectives`, `hydra.sweeper.direction`), as a list."""
+    return [value] if isinstance(value, str) else list(value)  # type: ignore[arg-type]
+
+
+def raw(node: DictConfig, key: str) -> object:
+    """The value of `node[key]` as written, interpolations unresolved."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(node, [key]), resolve=False)[key]
+
+
+def source(node: DictConfig, key: str, prefix: str) -> str:
+    """The setting to name for `node[key]`: the top-level knob it interpolates (`${latent_dim}`), or its own path."""
+    match = re.fullmatch(r"\$\{([\w.]+)\}", str(raw(node, key))) if OmegaConf.is_interpolation(node, key) else None
+    return match[1] if match else f"{prefix}{key}"
+
+
+def check_objectives(cfg: DictConfig) -> None:
+    """The objectives a sweep optimises exist for this loss and these eval settings."""
+    objectives = listed(cfg.objectives)
+    if not objectives or any(o not in OBJECTIVES for o in objectives):
+        raise ConfigError(f"objectives={show(objectives)}: name one or more of {', '.join(OBJECTIVES)}")
+    stochastic = OmegaConf.select(cfg, "loss._target_", default="").rsplit(".", 1)[-1] != "AutoencoderLoss"
+    if not stochastic and any(METRICS[o].needs_rate for o in objectives):
+        without_rate = ", ".join(o for o in OBJECTIVES if not METRICS[o].needs_rate)
+        raise ConfigError(f"objectives={show(objectives)}: loss=ae has no rate; choose from {without_rate}")
+    if "iwae_nll" in objectives and cfg.eval.iwae_k < 1:
+        raise ConfigError(f"eval.iwae_k={cfg.eval.iwae_k}: objective iwae_nll needs eval.iwae_k >= 1")
+
+
+def check_sweeper(cfg: DictConfig) -> None:
+    """`hydra.sweeper`'s settings (for the sweepers vae_sweep.config knows), and one direction per objective."""
+    sweeper = cfg.hydra.sweeper
+    schema = SCHEMAS.get(sweeper.get("_target_"))
+    if schema is None:
         return
-    known = [k for k in node if k not in ("defaults", "_target_", "_partial_")]
-    near = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {near[0]}? " if near else ""
-    raise ConfigError(f"{key}: {where} has no setting {name!r}; {hint}(add a new key with +{key}=...)")
+    check_node(sweeper, schema, "hydra.sweeper.", "hydra.sweeper")
+    directions, objectives = listed(sweeper.direction), listed(cfg.get("objectives") or [])
+    if len(directions) != len(objectives):
+        raise ConfigError(f"objectives={show(objectives)}: hydra.sweeper.direction={show(directions)} asks for "
+                          f"{len(directions)}; give one objective per direction")
+
+
+# --- the command line, before Hydra starts -------------------------------------------------------------------------
+
+
+def check_argv(argv: list[str], conf_dir: Path) -> None:
+    """Compose the config this command line asks for, once, and check it all before Hydra starts anything."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    args = hydra_args(argv)
+    if args is None:  # --help, --version, --info, another config dir: Hydra answers those itself
+        return
+    parser = OverridesParser.create()
+    overrides = parse(parser, args.overrides)
+    multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN" for o in overrides)
+    for o in overrides:
+        if o.is_sweep_override() and not multirun:
+            raise ConfigError(f"{o.input_line}: a sweep over values runs only with --multirun "
+                              f"(for a list, write {o.key_or_group}=[...])")
+        if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE and o.value() is None:  # Hydra: a ValueError
+            raise ConfigError(f"{o.input_line}: choose an option; {o.key_or_group} accepts "
+                              f"{', '.join(group_options(conf_dir, o.key_or_group))}")
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    cfg = compose(conf_dir, args.config_name or "config", fixed)
+    if multirun:  # the sweep config's own fixed values come before the command line's, as the sweeper applies them
+        params = cfg.hydra.sweeper.get("params") or {}
+        lines = [o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()]
+        cfg = compose(conf_dir, args.config_name or "config", lines + fixed) if lines else cfg
+    validate(cfg, objectives=bool(cfg.get("objectives")), choices=cfg.hydra.runtime.choices)
+    if multirun:
+        check_sweeper(cfg)
+    where = "sweep" if multirun else "run"
+    check_writable(f"hydra.{where}.dir", str(raw(cfg.hydra[where], "dir")))
+
+
+def hydra_args(argv: list[str]):
+    """The command line as hydra.main reads it (its own argparse parser), or None where we leave it to Hydra."""
+    from hydra._internal.utils import get_args_parser
+
+    if {"--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc", "--info", "-i"} & set(argv):
+        return None
+
+    def refuse(*args, **kwargs):  # a flag argparse cannot read: leave it to Hydra, which says so in its own words
+        raise ValueError
+
+    parser = get_args_parser()
+    parser.exit = parser.error = refuse
+    try:
+        args = parser.parse_args(argv)
+    except ValueError:
+        return None
+    return None if args.config_path or args.config_dir or args.experimental_rerun else args
+
+
+def parse(parser, lines: list[str]) -> list:
+    from hydra.errors import OverrideParseException
+
+    try:
+        return parser.parse_overrides(lines)
+    except OverrideParseException as e:
+        raise ConfigError(f"{e.override}: cannot be parsed ({first_line(e)}); see "
+                          "https://hydra.cc/docs/advanced/override_grammar/basic/") from None
 
 
 def check_writable(setting: str, value: str) -> None:
-    """Create the folder (up to its first `${...}` interpolation) and write a probe file into it."""
+    """Probe the folder (up to its first `${...}` interpolation), or its nearest existing parent, creating nothing."""
     static = Path(value.split("${", 1)[0] or ".")
+    existing = next((p for p in (static, *static.parents) if p.exists() or p.is_symlink()), Path("."))
     try:
-        static.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=static):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
         raise ConfigError(f"{setting}={value}: cannot write there ({e.strerror}); give a folder you can write to") from None
 
 
-def _number(cfg: DictConfig, key: str, *, integer: bool = False, low: float | None = None, strict: bool = False) -> None:
-    value = cfg.get(key)
-    kind = "an integer" if integer else "a number"
-    ok_type = isinstance(value, Integral if integer else Real) and not isinstance(value, bool)
-    if not ok_type or (low is not None and (value <= low if strict else value < low)):
-        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
-        raise ConfigError(f"{key}={value}: must be {kind}{bound}")
+# --- the model against the memory of its device ------------------------------------------------------------------
 
 
-def validate(cfg: DictConfig, objectives: bool = True) -> None:
-    """Check the top-level knobs, the loss and likelihood settings and (for sweeps) the objectives."""
-    _number(cfg, "beta", low=0)
-    _number(cfg, "latent_dim", integer=True, low=1)
-    _number(cfg, "lr", low=0, strict=True)
-    _number(cfg, "epochs", integer=True, low=1)
-    _number(cfg, "batch_size", integer=True, low=1)
-    _number(cfg, "seed", integer=True)
-    _number(cfg, "kl_warmup_steps", integer=True, low=0)
-    for key in ("threads", "max_batches"):
-        if cfg.get(key) is not None:
-            _number(cfg, key, integer=True, low=1)
-    _number(cfg.eval, "iwae_k", integer=True, low=0)
-    for key, low, strict in (("gamma", 0, False), ("c_max", 0, False), ("c_steps", 0, False)):
-        if key in cfg.loss:
-            _number(cfg.loss, key, low=low, strict=strict)
-    if "sigma" in cfg.likelihood:
-        _number(cfg.likelihood, "sigma", low=0, strict=True)
-    if objectives:
-        check_objectives(cfg)
+def check_fits_in_memory(cfg: DictConfig, n_params: int, device) -> None:
+    """Refuse a model whose fp32 parameters, gradients and Adam's two moments (16 bytes a parameter) would not fit."""
+    need, free = 16 * n_params, available_memory(device)
+    if free is not None and need > free:
+        where = "the cpu has" if device.type == "cpu" else f"{device} has"
+        raise ConfigError(f"{size_setting(cfg)}: the model would have {n_params:,} parameters ({need / 1e9:.1f} GB "
+                          f"with gradients and optimizer state); {where} {free / 1e9:.1f} GB available")
 
 
-def check_objectives(cfg: DictConfig) -> None:
-    objectives = list(cfg.objectives) if not isinstance(cfg.objectives, str) else [cfg.objectives]
-    if not objectives or any(o not in OBJECTIVES for o in objectives):
-        raise ConfigError(f"objectives={objectives}: name one or more of {', '.join(OBJECTIVES)}")
-    stochastic = cfg.loss._target_.rsplit(".", 1)[-1] != "AutoencoderLoss"
-    if not stochastic and any(METRICS[o].needs_rate for o in objectives):
-        without_rate = ", ".join(o for o in OBJECTIVES if not METRICS[o].needs_rate)
-        raise ConfigError(f"objectives={objectives}: loss=ae has no rate; choose from {without_rate}")
-    if "iwae_nll" in objectives and cfg.eval.iwae_k < 1:
-        raise ConfigError(f"eval.iwae_k={cfg.eval.iwae_k}: objective iwae_nll needs eval.iwae_k >= 1")
+def available_memory(device) -> int | None:
+    """Bytes free on `device`: MemAvailable for the CPU (psutil off Linux), the driver's count for CUDA."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        return int(re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.M)[1]) * 1024
+    except (OSError, TypeError):
+        try:
+            import psutil
+        except ImportError:
+            return None
+        return psutil.virtual_memory().available
+
+
+def size_setting(cfg: DictConfig) -> str:
+    """`setting=value` for the model's size setting (latent_dim, hidden, channels) with the largest value."""
+    schema = SCHEMAS.get(cfg.model.get("_target_"))
+    types = get_type_hints(schema, include_extras=True) if schema else {}
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    sizes = {k: model[k] for k, kind in types.items() if SIZE in getattr(kind, "__metadata__", ()) and k in model}
+    if not sizes:
+        return f"model._target_={model.get('_target_')}"
+    largest = max(sizes, key=lambda k: max(sizes[k], default=0) if isinstance(sizes[k], list) else sizes[k])
+    return f"{source(cfg.model, largest, 'model.')}={show(sizes[largest])}"
