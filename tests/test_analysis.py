@@ -73,6 +73,7 @@ def brute_force_pareto(d: np.ndarray, r: np.ndarray) -> np.ndarray:
     return front
 
 
+@pytest.mark.slow
 def test_rows_and_statuses_match_the_study(sweep, df):
     assert len(df) == N_TRIALS
     assert list(df["trial"]) == list(range(N_TRIALS))
@@ -89,6 +90,7 @@ def test_rows_and_statuses_match_the_study(sweep, df):
     assert sum(counts.values()) == N_TRIALS
 
 
+@pytest.mark.slow
 def test_pareto_flags_match_brute_force(df):
     done = df["status"].eq("completed")
     expected = brute_force_pareto(df["distortion"].where(done).to_numpy(), df["rate"].where(done).to_numpy())
@@ -104,6 +106,7 @@ def test_pareto_mask_with_ties_and_nans(seed):
     assert (pareto_mask(np.column_stack([d, r]), MINIMIZE) == brute_force_pareto(d, r)).all()
 
 
+@pytest.mark.slow
 def test_study_url_gives_the_same_trials(sweep, df):
     from_study = analysis.load_sweep(sweep.url)
     same = ["trial", "status", "pareto", "beta", "latent_dim", "lr", "distortion", "rate", "run_dir"]
@@ -115,6 +118,7 @@ def test_study_url_gives_the_same_trials(sweep, df):
         analysis.load_sweep(sweep.url, study="nope")
 
 
+@pytest.mark.slow
 def test_damaged_sweep_is_counted_not_crashed_on(sweep, df, tmp_path, caplog, capsys):
     copy = tmp_path / "S"
     shutil.copytree(sweep.dir, copy, ignore=shutil.ignore_patterns("model.pt"))
@@ -144,6 +148,7 @@ def test_damaged_sweep_is_counted_not_crashed_on(sweep, df, tmp_path, caplog, ca
     assert all(name in stdout for name in written)
 
 
+@pytest.mark.slow
 def test_tables(df, tmp_path):
     paths = analysis.write_tables(df, tmp_path)
     table = analysis.trials_table(df)
@@ -161,6 +166,7 @@ def test_tables(df, tmp_path):
     assert "## Best 5 by distortion" in summary and "distortion_nats" in summary
 
 
+@pytest.mark.slow
 def test_figures_are_written(df, tmp_path):
     paths = analysis_plots.save_figures(df, tmp_path)
     assert set(paths) == set(analysis_plots.FIGURES)
@@ -175,6 +181,7 @@ def test_figures_are_written(df, tmp_path):
         analysis_plots.save_figures(df, tmp_path, fmt="gif")
 
 
+@pytest.mark.slow
 def test_no_data_gives_a_message_and_no_file(df, tmp_path, caplog):
     none_completed = df.assign(status="diverged")
     with caplog.at_level(logging.WARNING, logger="vae_sweep.analysis_plots"):
@@ -184,6 +191,7 @@ def test_no_data_gives_a_message_and_no_file(df, tmp_path, caplog):
     assert len(caplog.records) == len(analysis_plots.FIGURES)
 
 
+@pytest.mark.slow
 def test_the_sweeper_writes_the_analysis_summary(sweep, df, tmp_path):
     """One summary.md format: the sweeper's (from its study, at the end of the sweep) is the analysis's, and the
     same trials read from the sweep dir give the same tables."""
@@ -197,6 +205,7 @@ def test_the_sweeper_writes_the_analysis_summary(sweep, df, tmp_path):
     assert (tmp_path / "again" / "optimization_results.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_notebook_runs_headless(sweep):
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
@@ -212,6 +221,7 @@ def test_notebook_runs_headless(sweep):
     assert sum("image/png" in o.get("data", {}) for o in outputs) == len(analysis_plots.FIGURES)
 
 
+@pytest.mark.slow
 def test_wrong_source_is_one_line_error(tmp_path):
     with pytest.raises(ConfigError, match=r"nope: no such sweep dir$"):
         analysis.load_sweep(tmp_path / "nope")

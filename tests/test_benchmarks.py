@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from harness import others_share  # noqa: E402
 from sweeps import SweepRun, overhead, trials_per_minute  # noqa: E402
 
 
+@pytest.mark.slow
 def test_smoke_run_prints_every_table():
     res = subprocess.run([sys.executable, "benchmarks/bench.py", "--smoke"], cwd=REPO, capture_output=True,
                          text=True, timeout=180)

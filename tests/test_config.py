@@ -9,7 +9,7 @@ from hydra.utils import get_method
 from vae_sweep.errors import instantiate_group
 from vae_sweep.validate import group_options
 
-from conftest import CONF, cli, compose_config
+from helpers import CONF, cli, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -99,6 +99,7 @@ def test_top_level_knobs_reach_the_groups():
     assert cfg.loss.warmup_steps == 7
 
 
+@pytest.mark.slow
 def test_cfg_job_prints_the_composed_config(tmp_path):
     out = cli(["model=conv", "loss=beta", "beta=0.1", "--cfg", "job"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr

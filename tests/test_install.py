@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from helpers import REPO
 
 SHRINK = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false"]
 N_TRIALS = 2

@@ -13,7 +13,7 @@ from PIL import Image
 
 from vae_sweep.job import run
 
-from conftest import TINY, cli, compose_config
+from helpers import cli, compose_config
 
 PICTURES = {"reconstructions.png", "samples.png", "traversals.png", "latent_scatter.png"}
 
@@ -22,9 +22,10 @@ def read_metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args", [[], ["model=conv", "loss=beta", "beta=0.1"]], ids=["default", "conv-beta"])
 def test_job_writes_every_output(tmp_path, args):
-    out = cli([*args, *TINY, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    out = cli([*args, "debug=tiny", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     run_dir = tmp_path / "run"
     assert {p.name for p in run_dir.iterdir()} >= {".hydra", "metrics.json", "history.csv", "model.pt"} | PICTURES
@@ -45,7 +46,7 @@ def test_job_writes_every_output(tmp_path, args):
 
 def test_untrained_bernoulli_distortion_is_784_ln2_nats(tmp_path):
     """A model that has barely moved predicts p = 1/2 per pixel: D = 784 ln 2 = 543.4 nats per image, R ~ 0."""
-    cfg = compose_config([*TINY, "lr=1e-9", "max_batches=1", "eval.pictures=false"])
+    cfg = compose_config(["debug=tiny", "lr=1e-9", "max_batches=1", "eval.pictures=false"])
     run(cfg, tmp_path)
     m = read_metrics(tmp_path)
     assert m["distortion"] == pytest.approx(784 * math.log(2), rel=0.03)
@@ -53,21 +54,21 @@ def test_untrained_bernoulli_distortion_is_784_ln2_nats(tmp_path):
 
 
 def test_latent_dim_2_draws_the_manifold(tmp_path):
-    run(compose_config([*TINY, "latent_dim=2"]), tmp_path)
+    run(compose_config(["debug=tiny", "latent_dim=2"]), tmp_path)
     assert (tmp_path / "manifold.png").exists()
 
 
 def test_job_returns_the_objectives_it_is_asked_for(tmp_path):
-    cfg = compose_config([*TINY, "eval.pictures=false", "+objectives=[distortion,rate]"])
+    cfg = compose_config(["debug=tiny", "eval.pictures=false", "+objectives=[distortion,rate]"])
     d, r = run(cfg, tmp_path)
     m = read_metrics(tmp_path)
     assert (d, r) == (m["distortion"], m["rate"])
-    cfg = compose_config([*TINY, "eval.pictures=false", "+objectives=[iwae_nll]"])
+    cfg = compose_config(["debug=tiny", "eval.pictures=false", "+objectives=[iwae_nll]"])
     assert run(cfg, tmp_path) == read_metrics(tmp_path)["iwae_nll"]
 
 
 def test_autoencoder_has_no_rate(tmp_path):
-    run(compose_config([*TINY, "loss=ae", "eval.pictures=false"]), tmp_path)
+    run(compose_config(["debug=tiny", "loss=ae", "eval.pictures=false"]), tmp_path)
     m = read_metrics(tmp_path)
     assert m["status"] == "completed" and m["distortion"] > 0
     assert "rate" not in m and "iwae_nll" not in m
@@ -81,6 +82,7 @@ def test_divergence_is_recorded(tmp_path):
     assert "distortion" not in m and m["epochs"] < 3
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
     common = ["max_batches=5", "eval.iwae_k=2", "eval.pictures=false", "progress=false", "threads=1"]
     straight, first, second = tmp_path / "straight", tmp_path / "first", tmp_path / "second"
@@ -109,7 +111,7 @@ def test_checkpoint_that_could_run_code_is_refused(tmp_path, monkeypatch):
     """weights_only=True: a pickle that would call a function is refused, and nothing runs."""
     monkeypatch.chdir(tmp_path)
     torch.save({"config": {}, "payload": Payload()}, tmp_path / "model.pt")
-    cfg = compose_config([*TINY, f"resume={tmp_path}"])
+    cfg = compose_config(["debug=tiny", f"resume={tmp_path}"])
     with pytest.raises(SystemExit, match="cannot read .* as a vae_sweep checkpoint"):
         run(cfg, tmp_path / "new")
     assert not (tmp_path / "pwned").exists()
@@ -118,9 +120,10 @@ def test_checkpoint_that_could_run_code_is_refused(tmp_path, monkeypatch):
 def test_a_file_that_is_not_our_checkpoint_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "model.pt")
     with pytest.raises(SystemExit, match="is not a vae_sweep checkpoint"):
-        run(compose_config([*TINY, f"resume={tmp_path}/model.pt"]), tmp_path / "new")
+        run(compose_config(["debug=tiny", f"resume={tmp_path}/model.pt"]), tmp_path / "new")
 
 
+@pytest.mark.slow
 def test_unwritable_output_dir(tmp_path):
     (tmp_path / "a_file").write_text("")
     res = cli([f"hydra.run.dir={tmp_path}/a_file/run"], cwd=tmp_path)
@@ -128,8 +131,9 @@ def test_unwritable_output_dir(tmp_path):
     assert res.stderr.strip() == f"error: hydra.run.dir={tmp_path}/a_file/run: cannot write there (Not a directory); give a folder you can write to"
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_model(tmp_path):
-    assert cli([*TINY, "eval.pictures=false", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path).returncode == 0
-    res = cli([*TINY, "epochs=2", "latent_dim=5", f"resume={tmp_path}/a", f"hydra.run.dir={tmp_path}/b"], cwd=tmp_path)
+    assert cli(["debug=tiny", "eval.pictures=false", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path).returncode == 0
+    res = cli(["debug=tiny", "epochs=2", "latent_dim=5", f"resume={tmp_path}/a", f"hydra.run.dir={tmp_path}/b"], cwd=tmp_path)
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1].startswith("error: resume=") and "latent_dim=20" in res.stderr

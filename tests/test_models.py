@@ -8,7 +8,7 @@ import torch
 
 from vae_sweep.errors import ConfigError, instantiate_group
 
-from conftest import compose_config
+from helpers import compose_config
 
 SHAPES = {"mnist_5k": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "digits": (1, 8, 8),
           "cifar10": (3, 32, 32), "celeba": (3, 64, 64)}

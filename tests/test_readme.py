@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from conftest import CONF, REPO
+from helpers import CONF, REPO
 
 SHRINK = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false"]
 N_TRIALS = 2  # trials in every Optuna study the README's sweeps make here

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `helpers` when run as a script, too
-from helpers.services import postgres_db_url, postgres_url, slurm_cluster  # noqa: E402,F401
-
+# Its fixtures (postgres_url, postgres_db_url, slurm_cluster) come from tests/helpers/services.py via conftest.py.
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve()
 WAIT = 60  # seconds: the bound on every wait for another process

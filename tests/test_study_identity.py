@@ -9,12 +9,12 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from vae_sweep.job import cpu_count
+from vae_sweep.runtime import cpu_count
 from vae_sweep.study import differences, experiment, study_name
 
-from conftest import cli
+from helpers import cli
 
-FAST = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false"]
+FAST = ["debug=tiny", "eval.pictures=false"]
 NAME = "pareto[epochs=1,eval.iwae_k=2,max_batches=2]"  # eval.pictures does not change results: not in the name
 CONV = "pareto[epochs=1,eval.iwae_k=2,max_batches=2,model=conv]"
 DEFAULTS = {"model": "mlp", "loss": "beta", "likelihood": "bernoulli", "optimizer": "adam", "scheduler": "none",

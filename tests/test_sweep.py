@@ -16,9 +16,9 @@ from optuna.trial import TrialState
 
 from vae_sweep.runtime import cpu_count
 
-from conftest import cli
+from helpers import cli
 
-FAST = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false"]
+FAST = ["debug=tiny", "eval.pictures=false"]
 
 
 def sweep_args(tmp_path: Path, name: str, n_trials: int, *extra: str) -> list[str]:
@@ -42,7 +42,7 @@ def test_default_sweep_samples_with_tpe_as_motpe_did():
     """optuna 2.10's TPESampler is MOTPE for several objectives; MOTPESampler itself warns that it is deprecated."""
     from hydra import compose, initialize_config_dir
 
-    from conftest import CONF
+    from helpers import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         sampler = compose(config_name="config", return_hydra_config=True).hydra.sweeper.sampler

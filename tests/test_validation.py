@@ -19,7 +19,7 @@ from vae_sweep.job import run
 from vae_sweep.train import build
 from vae_sweep.validate import check_argv, check_fits_in_memory, check_sweeper, describe, group_options, validate
 
-from conftest import CONF, cli, compose_config
+from helpers import CONF, cli, compose_config
 
 NO_CUDA = not torch.cuda.is_available()
 MEMORY = re.compile(r"latent_dim=100000000: the model would have 120,200,628,784 parameters \(1923\.2 GB with "

@@ -1,0 +1,35 @@
+"""The one registry (vae_sweep/metrics.py) and what reads it: units written once, statuses as plain strings."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from vae_sweep.metrics import COUNTED, METRICS, NATS, OBJECTIVES, Status, units_block
+
+from helpers import REPO
+
+
+def test_every_unit_is_written_once_in_the_code():
+    """`git grep` finds each unit's spelling, as a string in code, only in metrics.py (docstrings may name it)."""
+    for text in ('"nats per example', '"nats"', '"nats/example"', '"per pixel"', '"per_pixel"', '"count"'):
+        found = subprocess.run(["git", "grep", "-l", "-F", text, "--", "vae_sweep/*.py", "scripts", "benchmarks"],
+                               cwd=REPO, capture_output=True, text=True).stdout.split()
+        assert found == ["vae_sweep/metrics.py"], (text, found)
+
+
+def test_columns_labels_and_units_block_come_from_one_entry():
+    d = METRICS["distortion"]
+    assert (d.column, d.label, d.unit) == ("distortion_nats", "distortion [nats/example]", NATS)
+    assert METRICS["mse"].column == "mse_per_pixel" and METRICS["active_units"].column == "active_units"
+    block = units_block()
+    assert set(block) == set(METRICS) and block["rate"].startswith("nats per example: KL")
+    assert set(OBJECTIVES) == {"distortion", "rate", "neg_elbo", "iwae_nll", "mse"}
+    assert [m for m in OBJECTIVES if not METRICS[m].needs_rate] == ["distortion", "mse"]
+
+
+def test_statuses_are_plain_strings_in_json_and_text():
+    assert json.dumps({"status": Status.DIVERGED}) == '{"status": "diverged"}'
+    assert f"{Status.COMPLETED}" == str(Status.COMPLETED) == "completed" and Status("failed") is Status.FAILED
+    assert Status.INTERRUPTED.counted_as is Status.FAILED and Status.INTERRUPTED not in COUNTED
+    assert [s.value for s in COUNTED] == ["completed", "diverged", "failed", "running", "missing"]
