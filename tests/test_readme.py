@@ -4,7 +4,7 @@ Every line of a ```bash block that starts with `python -m vae_sweep` (the analys
 included) or `python scripts/analyze.py` is one test, named `<section>-<n>`, so a command added to the README
 is tested without a line here. Other lines (the install one-liner, pytest) are not commands of vae_sweep.
 
-- One fresh folder per README section (`## ` heading; `top` before the first): its commands run there in README
+- One fresh folder per README section (`## ` heading, e.g. `usage`; `top` before the first): its commands run there in README
   order, so a later one sees what the earlier ones wrote (the analysis reads the sweeps above it). A test run
   alone first runs the commands before it in its section.
 - `# comments` are dropped and the line is split as the shell would (shlex). `python` becomes this interpreter;
@@ -90,19 +90,20 @@ def _last(args: list[str], key: str) -> str | None:
 
 def _sweep_node(args: list[str]) -> tuple[str, DictConfig]:
     """The sweeper the command selects (`vae_optuna` or `basic`) and its `sweep=` option's yaml."""
-    default = next(d["sweep"] for d in OmegaConf.load(CONF / "config.yaml").defaults if "sweep" in d)
-    node = OmegaConf.load(CONF / "sweep" / f"{_last(args, 'sweep') or default}.yaml")
+    from vae_sweep.__main__ import DEFAULT_SWEEP  # what --multirun composes when no sweep= is given
+
+    node = OmegaConf.load(CONF / "sweep" / f"{_last(args, 'sweep') or DEFAULT_SWEEP}.yaml")
     chosen = next((d["override /hydra/sweeper"] for d in node.get("defaults", []) if "override /hydra/sweeper" in d),
                   "basic")
     return _last(args, "hydra/sweeper") or chosen, node
 
 
-def study_of(args: list[str]) -> tuple[str, str]:
-    """(storage URL, study name) of an Optuna sweep command, as the config and its overrides set them."""
-    _, node = _sweep_node(args)
-    name = (_last(args, "hydra.sweeper.study_name") or OmegaConf.select(node, "hydra.sweeper.study_name")
-            or OmegaConf.load(CONF / "hydra" / "sweeper" / "vae_optuna.yaml").study_name)
-    return _last(args, "hydra.sweeper.storage") or f"sqlite:///multirun/{name}.db", name
+def study_of(outcome: Outcome) -> tuple[str, str]:
+    """(storage URL, study name) of an Optuna sweep, as its first log line names them: the name is derived from
+    the command's defining overrides (vae_sweep/study.py), the shrinking ones included."""
+    found = re.search(r"study '(.+)' in (\S+): \d+ trials already", outcome.output)
+    assert found, f"the sweep did not name its study\n{outcome.explain()}"
+    return found.group(2), found.group(1)
 
 
 def is_multirun(args: list[str]) -> bool:
@@ -161,10 +162,10 @@ def metrics_status(run_dir: Path) -> str:
     return json.loads((run_dir / "metrics.json").read_text()).get("status")
 
 
-def check_study(folder: Path, args: list[str], why: str) -> None:
+def check_study(folder: Path, outcome: Outcome, why: str) -> None:
     import optuna
 
-    url, name = study_of(args)
+    url, name = study_of(outcome)
     assert Path(folder, url.removeprefix("sqlite:///")).is_file(), f"no study database {url}\n{why}"
     study = optuna.load_study(study_name=name, storage=url.replace("sqlite:///", f"sqlite:///{folder}/", 1))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -200,7 +201,7 @@ def test_readme_command(command: Command, section_runs: SectionRuns) -> None:
     if any(a in NO_WORK for a in args):
         assert outcome.new_runs == [], why
     elif is_optuna(args):
-        check_study(folder, args, why)
+        check_study(folder, outcome, why)
     else:  # one job, or Hydra's basic sweeper (one job per combination)
         assert outcome.new_runs, f"no run dir with metrics.json\n{why}"
         assert is_multirun(args) or len(outcome.new_runs) == 1, why
@@ -209,6 +210,6 @@ def test_readme_command(command: Command, section_runs: SectionRuns) -> None:
 def test_readme_has_commands_in_each_section() -> None:
     """The extraction above finds the README's commands, so the tests above are not silently empty."""
     sections = {c.section for c in COMMANDS}
-    assert {"top", "one-job", "sweeps", "analysis"} <= sections, sections
+    assert {"usage", "one-job", "sweeps", "analysis"} <= sections, sections
     assert any("vae_sweep.analyze" in c.line for c in COMMANDS if c.section == "analysis")
     assert sum("--multirun" in shlex.split(c.line, comments=True) for c in COMMANDS) >= 5
