@@ -4,6 +4,7 @@ Every score is a fraction in [0, 1]; mutual informations are in nats. Codes are 
 are class indices, (N, K) int. Each metric's math takes numpy arrays arranged as that metric prescribes; the samplers
 that arrange them from a factor grid live in `disentanglement_sampling`, and `evaluate` runs them all on a caller's
 `represent(factors) -> codes`. Defaults follow disentanglement_lib's gin configs (sample counts in `SampleCounts`).
+MIG is disentanglement_lib's estimator (20 equal-width bins per dim, plug-in discrete MI), not Chen et al.'s.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
-# --- β-VAE score (Higgins et al. 2017, ICLR; disentanglement_lib beta_vae.py) -----------------------------------------
+# --- β-VAE score (Higgins et al. 2017, ICLR; disentanglement_lib beta_vae.py) ---------------------------------------
 
 def beta_vae_features(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
     """The β-VAE score's feature: mean over a batch's pairs of |z_a - z_b|, per latent dim. (P, B, L) x2 -> (P, L)."""
@@ -55,13 +56,14 @@ def beta_vae(train_features: np.ndarray, train_labels: np.ndarray, eval_features
     """β-VAE score: accuracy of scikit-learn's default logistic regression predicting the shared factor k (P,) from the
     features (P, L) of `beta_vae_features`. disentanglement_lib: 10,000 training and 5,000 evaluation points, batches of
     64; its sklearn's default was liblinear one-vs-rest, today's is lbfgs multinomial, given 1,000 iterations here since
-    100 leave the unscaled features of a perfect code unconverged. Returns fractions in [0, 1]: `train_accuracy`, `eval_accuracy` (the score)."""
-    model = LogisticRegression(max_iter=1000, random_state=seed).fit(train_features, train_labels)  # 100: unconverged
+    100 leave the unscaled features of a perfect code unconverged. Returns fractions in [0, 1]: `train_accuracy` and
+    `eval_accuracy` (the score)."""
+    model = LogisticRegression(max_iter=1000, random_state=seed).fit(train_features, train_labels)
     return {"train_accuracy": float(model.score(train_features, train_labels)),
             "eval_accuracy": float(model.score(eval_features, eval_labels))}
 
 
-# --- FactorVAE score (Kim & Mnih 2018, ICML; disentanglement_lib factor_vae.py) ---------------------------------------
+# --- FactorVAE score (Kim & Mnih 2018, ICML; disentanglement_lib factor_vae.py) -------------------------------------
 
 def factor_vae_argmins(batch_codes: np.ndarray, global_variances: np.ndarray, *,
                        std_threshold: float = 0.05) -> np.ndarray:
@@ -96,7 +98,7 @@ def factor_vae(train_votes: np.ndarray, eval_votes: np.ndarray) -> dict[str, flo
     return {"train_accuracy": accuracy(train_votes), "eval_accuracy": accuracy(eval_votes)}
 
 
-# --- MIG (Chen et al. 2018, NeurIPS; disentanglement_lib mig.py) --------------------------------------------------------
+# --- MIG (Chen et al. 2018, NeurIPS; disentanglement_lib mig.py) ----------------------------------------------------
 
 def discretize(codes: np.ndarray, n_bins: int = 20) -> np.ndarray:
     """Each latent dim on its own into `n_bins` equal-width bins between its min and max: (N, L) -> (N, L) int in
@@ -135,7 +137,7 @@ def mig(codes: np.ndarray, factors: np.ndarray, *, n_bins: int = 20) -> dict:
     return {"mig": float(per_factor.mean()), "per_factor": per_factor, "mutual_info": info, "factor_entropy": entropy}
 
 
-# --- DCI (Eastwood & Williams 2018, ICLR; disentanglement_lib dci.py) ---------------------------------------------------
+# --- DCI (Eastwood & Williams 2018, ICLR; disentanglement_lib dci.py) -----------------------------------------------
 
 def _gain_importances(model: HistGradientBoostingClassifier, n_features: int) -> np.ndarray:
     """Split-gain importance of a fitted histogram GBT (n_features,), summing to 1: the total loss reduction of the
@@ -206,7 +208,7 @@ def dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
             "importances": importances}
 
 
-# --- SAP (Kumar et al. 2018, ICLR; disentanglement_lib sap_score.py, discrete factors) ----------------------------------
+# --- SAP (Kumar et al. 2018, ICLR; disentanglement_lib sap_score.py, discrete factors) ------------------------------
 
 def sap_scores(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray,
                factors_test: np.ndarray) -> np.ndarray:
@@ -232,7 +234,7 @@ def sap(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
     return {"sap": sap_from_scores(scores), "scores": scores}
 
 
-# --- all of them on a factor grid -----------------------------------------------------------------------------------------
+# --- all of them on a factor grid -----------------------------------------------------------------------------------
 
 SampleCounts = sampling.SampleCounts
 
