@@ -87,7 +87,7 @@ def test_a_single_job_composes_no_sweep_and_multirun_defaults_to_pareto():
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", return_hydra_config=True)
-    assert "objectives" not in cfg and cfg.hydra.sweeper._target_.endswith("BasicSweeper")
+    assert cfg.objectives is None and cfg.hydra.sweeper._target_.endswith("BasicSweeper")
     assert with_default_sweep(["--multirun", "beta=0.1"]) == ["--multirun", "beta=0.1", "sweep=pareto"]
     assert with_default_sweep(["-m", "sweep=elbo"]) == ["-m", "sweep=elbo"]
     assert with_default_sweep(["beta=0.1"]) == ["beta=0.1"]

@@ -59,11 +59,11 @@ def test_latent_dim_2_draws_the_manifold(tmp_path):
 
 
 def test_job_returns_the_objectives_it_is_asked_for(tmp_path):
-    cfg = compose_config(["debug=tiny", "eval.pictures=false", "+objectives=[distortion,rate]"])
+    cfg = compose_config(["debug=tiny", "eval.pictures=false", "objectives=[distortion,rate]"])
     d, r = run(cfg, tmp_path)
     m = read_metrics(tmp_path)
     assert (d, r) == (m["distortion"], m["rate"])
-    cfg = compose_config(["debug=tiny", "eval.pictures=false", "+objectives=[iwae_nll]"])
+    cfg = compose_config(["debug=tiny", "eval.pictures=false", "objectives=[iwae_nll]"])
     assert run(cfg, tmp_path) == read_metrics(tmp_path)["iwae_nll"]
 
 
@@ -75,7 +75,7 @@ def test_autoencoder_has_no_rate(tmp_path):
 
 
 def test_divergence_is_recorded(tmp_path):
-    cfg = compose_config(["epochs=3", "progress=false", "optimizer=sgd", "lr=1e6", "eval.pictures=false"])
+    cfg = compose_config(["epochs=3", "optimizer=sgd", "lr=1e6", "eval.pictures=false", "objectives=[distortion,rate]"])
     d, r = run(cfg, tmp_path)
     m = read_metrics(tmp_path)
     assert m["status"] == "diverged" and math.isnan(d) and math.isnan(r)

@@ -15,11 +15,11 @@ from vae_sweep.study import differences, experiment, study_name
 from helpers import cli
 
 FAST = ["debug=tiny", "eval.pictures=false"]
-NAME = "pareto[epochs=1,eval.iwae_k=2,max_batches=2]"  # eval.pictures does not change results: not in the name
-CONV = "pareto[epochs=1,eval.iwae_k=2,max_batches=2,model=conv]"
+NAME = "pareto[debug=tiny]"  # eval.pictures does not change results: not in the name
+CONV = "pareto[debug=tiny,model=conv]"
 DEFAULTS = {"model": "mlp", "loss": "beta", "likelihood": "bernoulli", "optimizer": "adam", "scheduler": "none",
             "dataset": "mnist_5k", "objectives": "[distortion,rate]"}
-FAST_SETTINGS = {"epochs": "1", "max_batches": "2", "eval.iwae_k": "2"}
+FAST_SETTINGS = {"debug": "tiny"}
 
 
 def studies(folder) -> dict[str, optuna.Study]:

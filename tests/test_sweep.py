@@ -45,7 +45,7 @@ def test_default_sweep_samples_with_tpe_as_motpe_did():
     from helpers import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        sampler = compose(config_name="config", return_hydra_config=True).hydra.sweeper.sampler
+        sampler = compose(config_name="config", overrides=["sweep=pareto"], return_hydra_config=True).hydra.sweeper.sampler
     assert sampler._target_ == "optuna.samplers.TPESampler"
     assert (sampler.seed, sampler.n_startup_trials, sampler.n_ei_candidates, sampler.consider_endpoints) == (0, 10, 24, False)
 

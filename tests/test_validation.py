@@ -13,13 +13,13 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from helpers import CONF, cli, compose_config
 from vae_sweep import config as schema
+from vae_sweep.__main__ import with_default_sweep
 from vae_sweep.errors import ConfigError
 from vae_sweep.job import run
 from vae_sweep.train import build
 from vae_sweep.validate import check_argv, check_fits_in_memory, check_sweeper, describe, group_options, validate
-
-from helpers import CONF, cli, compose_config
 
 NO_CUDA = not torch.cuda.is_available()
 MEMORY = re.compile(r"latent_dim=100000000: the model would have 120,200,628,784 parameters \(1923\.2 GB with "
@@ -123,8 +123,9 @@ def test_the_table_covers_every_group():
 
 
 def refused(argv: list[str]) -> str:
+    """check_argv's error for a command line, as `python -m vae_sweep` (vae_sweep.__main__.main) checks it."""
     with pytest.raises(ConfigError) as e:
-        check_argv(argv, CONF)
+        check_argv(with_default_sweep(argv), CONF)
     return str(e.value)
 
 
@@ -139,7 +140,7 @@ def refused(argv: list[str]) -> str:
     (["~model"], "model=null: choose an option with model=<option>"),
     (["+model.hiden=3"], "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
                          "(its settings: hidden, latent_dim, split_heads)"),
-    (["hydra/sweeper/sampler=foo"], "hydra/sweeper/sampler=foo: no such option; hydra/sweeper/sampler accepts "
+    (["-m", "hydra/sweeper/sampler=foo"], "hydra/sweeper/sampler=foo: no such option; hydra/sweeper/sampler accepts "
                                     "cmaes, grid, motpe, nsgaii, random, tpe"),
     (["-m", "hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1: must be an integer >= 0 or null"),
     (["-m", "sweep=grid", "hydra.sweeper.params.beta=-1"], "beta=-1: must be a number >= 0"),  # a sweep's fixed value
@@ -175,7 +176,7 @@ def test_output_dir_is_probed_not_created(tmp_path, monkeypatch):
 ])
 def test_good_command_lines_pass(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    check_argv(argv, CONF)
+    check_argv(with_default_sweep(argv), CONF)
     assert not list(tmp_path.iterdir())
 
 
@@ -200,7 +201,7 @@ def test_every_sweep_passes_the_schema(sweep):
 def test_the_root_schema_and_config_yaml_name_the_same_knobs():
     knobs = OmegaConf.load(CONF / "config.yaml")
     fields = {f.name for f in dataclasses.fields(schema.Root)}
-    assert set(knobs) - {"defaults"} == fields - {"objectives"}  # objectives come from the sweep group
+    assert set(knobs) - {"defaults"} == fields
     assert {f.name for f in dataclasses.fields(schema.Eval)} == set(knobs.eval)
 
 

@@ -118,7 +118,8 @@ class Root:
     max_batches: PositiveInt | None
     progress: bool
     eval: Eval
-    objectives: Annotated[Annotated[list[Objective], Length(min=1)] | Objective, Accepts(f"one or more of {', '.join(OBJECTIVES)}")]
+    objectives: Annotated[Annotated[list[Objective], Length(min=1)] | Objective | None,
+                          Accepts(f"one or more of {', '.join(OBJECTIVES)}")]
 
 
 # --- model (vae_sweep/models.py) --------------------------------------------------------------------------------

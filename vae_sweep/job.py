@@ -38,7 +38,7 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
     """Everything that can fail because of user input, before any training: config values, device,
     dataset, model-vs-image-size and its memory (in `build`), the checkpoint to resume from."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
-    validate(cfg, objectives=bool(cfg.get("objectives")), choices=choices)  # a sweep names them; a single job none
+    validate(cfg, choices=choices)
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)

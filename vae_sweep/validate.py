@@ -40,9 +40,9 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
 # --- the composed config against the schema ----------------------------------------------------------------------
 
 
-def validate(cfg: DictConfig, objectives: bool = True, choices: Mapping[str, str] | None = None) -> None:
-    """Check the top-level knobs, `eval`, every group's settings and (for sweeps) the objectives. `choices`
-    (group -> option, as Hydra recorded them) only names the option in messages."""
+def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
+    """Check the top-level knobs, `eval`, every group's settings and the objectives where a sweep names them.
+    `choices` (group -> option, as Hydra recorded them) only names the option in messages."""
     check_node(cfg, Root, "", "the config")
     for group in JOB_GROUPS:
         node = cfg.get(group)
@@ -56,7 +56,7 @@ def validate(cfg: DictConfig, objectives: bool = True, choices: Mapping[str, str
         if schema is not None:
             where = f"{group}={choices[group]}" if choices and choices.get(group) else group
             check_node(node, schema, f"{group}.", where)
-    if objectives:
+    if cfg.get("objectives"):
         check_objectives(cfg)
 
 
@@ -218,7 +218,7 @@ def check_argv(argv: list[str], conf_dir: Path) -> None:
         params = cfg.hydra.sweeper.get("params") or {}
         lines = [o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()]
         cfg = compose(conf_dir, args.config_name or "config", lines + fixed) if lines else cfg
-    validate(cfg, objectives=bool(cfg.get("objectives")), choices=cfg.hydra.runtime.choices)
+    validate(cfg, choices=cfg.hydra.runtime.choices)
     if multirun:
         check_sweeper(cfg)
     where = "sweep" if multirun else "run"
