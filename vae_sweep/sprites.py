@@ -6,8 +6,9 @@ classes 0 and 39 draw the same image), posX 32 and posY 32 (linspace(0, 1)). Gri
 fastest: 737,280 images in all.
 
 - `dsprites`: the official file, read from `data_dir/dsprites/` (or downloaded there).
-- `sprites`: a close replica drawn here in seconds, offline, from the spec in docs (DISENTANGLEMENT.md): not
-  dSprites' official pixels. Cached under `cache_dir/sprites/` as bit-packed rows (512 bytes per image).
+- `sprites`: a close replica drawn here in seconds, offline, to the geometry measured from dSprites' published
+  animation (binary pixels, centres, sizes, rotation: see `_inside` and `_render_chunk`; the heart is our own):
+  not dSprites' official pixels. Cached under `cache_dir/sprites/` as bit-packed rows (512 bytes per image).
 
 Both take `stride`, a step per factor (`{orientation: 4, posX: 2, posY: 2}` keeps classes 0, 4, ..., 36 of
 orientation and every other position: 46,080 images), so the same code serves a CPU and the full grid.
