@@ -230,3 +230,10 @@ def test_load_resolves_data_dir_from_the_root_config(tmp_path):
     d = data.load(root.dataset, "cpu")
     assert d.name == "mnist" and len(d.train_x) == 5 and d.val_y.tolist() == [0, 1]
     data.clear_cache()
+
+
+def test_images_for_needs_factors():
+    d = data.sklearn_digits()
+    assert d.factors is None and d.to("cpu").factors is None
+    with pytest.raises(ValueError, match=r"^digits has no ground-truth factors"):
+        d.images_for(torch.zeros(1, 5, dtype=torch.long))

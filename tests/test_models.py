@@ -52,3 +52,23 @@ def test_conv_decoder_mirrors_the_encoder():
     convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(1, 16, (2, 2)), (16, 32, (2, 2)), (32, 32, (2, 2))]
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.decoder.modules())
+
+
+# 64x64 factor data (dataset=sprites, dsprites) and the disentanglement_lib net, which takes only 64x64 images
+FACTOR_SHAPES = {"sprites": (1, 64, 64), "dsprites": (1, 64, 64)}
+
+
+@pytest.mark.parametrize("model", ["mlp", "conv", "conv64", "locatello"])
+@pytest.mark.parametrize("dataset", sorted(SHAPES | FACTOR_SHAPES))
+def test_factor_shapes_and_the_locatello_net(model, dataset):
+    shape = (SHAPES | FACTOR_SHAPES)[dataset]
+    cfg = compose_config([f"model={model}", "latent_dim=10"])
+    if model == "locatello" and shape[1:] != (64, 64):
+        with pytest.raises(ConfigError, match=rf"^model=locatello needs 64x64 images .* gives {'x'.join(map(str, shape))} "):
+            instantiate_group(cfg.model, "model", input_shape=shape)
+        return
+    if model != "locatello" and dataset not in FACTOR_SHAPES:
+        return  # covered by test_model_with_dataset
+    net = instantiate_group(cfg.model, "model", input_shape=shape)
+    logits, mu, logvar = net(torch.rand(2, *shape))  # (B, C, H, W), (B, L), (B, L)
+    assert logits.shape == (2, *shape) and mu.shape == logvar.shape == (2, 10)

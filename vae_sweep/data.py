@@ -2,7 +2,9 @@
 
 Every builder returns an `ImageData` on the CPU with images `(N, C, H, W)`, either uint8 in 0..255 or float32
 already in [0, 1], and int64 labels `(N,)` that only colour the latent plots. `as_float` turns either into
-float32 in [0, 1] per batch, so uint8 datasets stay four times smaller on the device.
+float32 in [0, 1] per batch, so uint8 datasets stay four times smaller on the device. Datasets that are a complete
+grid over known generative factors (dSprites and its procedural twin, in `vae_sweep.sprites`) also carry `Factors`,
+and `ImageData.images_for` returns the image of any factor vector, for the disentanglement metrics.
 
 Builders are named by `_target_` in `conf/dataset/<name>.yaml`; `load` instantiates one and caches it per process,
 so a sweep running many jobs in one process reads each dataset once. The heavy libraries (torchvision, mlxtend,
@@ -13,9 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,10 +32,60 @@ Shape = tuple[int, int, int]
 
 
 @dataclass(frozen=True)
+class Factors:
+    """The ground-truth factors of a dataset whose images form a complete grid over them, one image per cell.
+
+    Factor k (named `names[k]`) has classes 0..sizes[k]-1, and `values[k][c]` is the value of its class c (units:
+    see the builder, e.g. orientation in radians). `train_classes` `(N_train, K)` and `val_classes` `(N_val, K)`,
+    int64, give each image's classes, row for row with `ImageData.train_x` and `val_x`; together they cover every
+    cell of the grid exactly once. A cell's grid index is `classes @ bases`: row-major, the last factor fastest
+    (dSprites' own order). `rows` `(prod(sizes),)` int64 maps each grid index to its row in `cat(train, val)`.
+    """
+
+    names: tuple[str, ...]
+    sizes: tuple[int, ...]
+    values: tuple[tuple[float, ...], ...]
+    train_classes: torch.Tensor  # (N_train, K) int64
+    val_classes: torch.Tensor  # (N_val, K) int64
+    rows: torch.Tensor = field(init=False, repr=False)  # (prod(sizes),) int64, computed from the classes
+
+    def __post_init__(self) -> None:
+        k = len(self.names)
+        if len(self.sizes) != k or [len(v) for v in self.values] != list(self.sizes):
+            raise ValueError(f"factors {self.names}: need one size and sizes[k] values per factor")
+        classes = torch.cat([self.train_classes, self.val_classes])  # (N, K)
+        if classes.ndim != 2 or classes.shape[1] != k:
+            raise ValueError(f"factor classes must be (N, {k}), got {tuple(classes.shape)}")
+        rows = torch.full((math.prod(self.sizes),), -1, dtype=torch.long, device=classes.device)
+        rows[self.index(classes)] = torch.arange(len(classes), device=classes.device)
+        if len(classes) != len(rows) or bool((rows < 0).any()):
+            raise ValueError(f"factor classes must cover each of the {len(rows)} grid cells exactly once")
+        object.__setattr__(self, "rows", rows)
+
+    @property
+    def bases(self) -> tuple[int, ...]:
+        """Grid index step of each factor: `(sizes[1] * ... * sizes[K-1], ..., sizes[K-1], 1)`."""
+        return tuple(math.prod(self.sizes[i + 1 :]) for i in range(len(self.sizes)))
+
+    def index(self, classes: torch.Tensor) -> torch.Tensor:
+        """Grid index `(N,)` int64 of factor classes `(N, K)`; a class outside 0..sizes[k]-1 is a ValueError."""
+        sizes = torch.tensor(self.sizes, device=classes.device)
+        if classes.ndim != 2 or classes.shape[1] != len(sizes) or bool(((classes < 0) | (classes >= sizes)).any()):
+            raise ValueError(f"factor classes must be (N, {len(sizes)}) integers in 0..size-1 for sizes "
+                             f"{self.sizes} ({', '.join(self.names)})")
+        return (classes.long() * torch.tensor(self.bases, device=classes.device)).sum(dim=1)
+
+    def to(self, device: torch.device | str) -> Factors:
+        return dataclasses.replace(self, train_classes=self.train_classes.to(device),
+                                   val_classes=self.val_classes.to(device))
+
+
+@dataclass(frozen=True)
 class ImageData:
-    """Train and validation images with their labels.
+    """Train and validation images with their labels, and, for factor datasets, their factors.
 
     `*_x` are `(N, C, H, W)`, uint8 in 0..255 or float32 in [0, 1]; `*_y` are `(N,)` int64 class labels.
+    `factors` is None except for datasets that are a complete factor grid (see `Factors` and `images_for`).
     """
 
     name: str
@@ -40,6 +93,7 @@ class ImageData:
     train_y: torch.Tensor  # (N_train,)
     val_x: torch.Tensor  # (N_val, C, H, W)
     val_y: torch.Tensor  # (N_val,)
+    factors: Factors | None = None
 
     def __post_init__(self) -> None:
         for x, y in ((self.train_x, self.train_y), (self.val_x, self.val_y)):
@@ -48,6 +102,9 @@ class ImageData:
                                  f"{tuple(x.shape)} and {tuple(y.shape)}")
         if self.train_x.shape[1:] != self.val_x.shape[1:]:
             raise ValueError(f"{self.name}: train and val images differ in shape")
+        f = self.factors
+        if f is not None and (len(f.train_classes), len(f.val_classes)) != (len(self.train_x), len(self.val_x)):
+            raise ValueError(f"{self.name}: factor classes must have one row per train and val image")
 
     @property
     def shape(self) -> Shape:
@@ -60,7 +117,23 @@ class ImageData:
         return dataclasses.replace(
             self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
             val_x=self.val_x.to(device), val_y=self.val_y.to(device),
+            factors=None if self.factors is None else self.factors.to(device),
         )
+
+    def images_for(self, classes: torch.Tensor) -> torch.Tensor:
+        """The images of factor classes `(N, K)` int64 (factor k in 0..factors.sizes[k]-1, in the order of
+        `factors.names`): `(N, C, H, W)` in the dtype of `train_x` (uint8 0/255 for sprites; `as_float` gives
+        [0, 1]), on the data's device, drawn from train and val alike. For the disentanglement metrics, which
+        sample factor vectors from the whole grid. ValueError when the data has no factors or a class is out
+        of range."""
+        if self.factors is None:
+            raise ValueError(f"{self.name} has no ground-truth factors (only dsprites and sprites do)")
+        rows = self.factors.rows[self.factors.index(classes.to(self.factors.rows.device))]  # (N,)
+        n_train, is_train = len(self.train_x), rows < len(self.train_x)
+        out = torch.empty((len(rows), *self.shape), dtype=self.train_x.dtype, device=self.train_x.device)
+        out[is_train] = self.train_x[rows[is_train]]
+        out[~is_train] = self.val_x[rows[~is_train] - n_train]
+        return out
 
 
 def as_float(x: torch.Tensor) -> torch.Tensor:

@@ -187,3 +187,45 @@ def conv_vae(
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# --- the architecture of the disentanglement literature ------------------------------------------------------
+
+
+def check_input_64(input_shape: Shape, name: str) -> None:
+    """The disentanglement_lib nets take exactly 64x64 images (any number of channels)."""
+    c, h, w = input_shape
+    if (h, w) != (64, 64):
+        raise ConfigError(f"model={name} needs 64x64 images (C x 64 x 64, as dsprites and sprites give); "
+                          f"the dataset gives {c}x{h}x{w} (C x H x W): use model=conv or model=mlp")
+
+
+def locatello_vae(input_shape: Shape, latent_dim: int, name: str = "locatello") -> VAE:
+    """The encoder and decoder of disentanglement_lib (`conv_encoder`, `deconv_decoder`), which Locatello et al.
+    2019 used for every model of their study (after the chairs net of Higgins et al. 2017, Table 1). For
+    `(C, 64, 64)` images, all ReLU, no BatchNorm:
+
+    encoder: conv 32 (4x4, s2) -> 32x32, conv 32 (4x4, s2) -> 16x16, conv 64 (2x2, s2) -> 8x8,
+             conv 64 (2x2, s2) -> 4x4, flatten 1024, FC 256, then mean and log-variance of the latent (10 there);
+    decoder: FC 256, FC 1024, reshape 64x4x4, transposed convs 64, 32, 32 (4x4, s2) -> 32x32, and a transposed
+             conv (4x4, s2) to C channels of logits (B, C, 64, 64).
+    TensorFlow's "same" padding at stride 2 is padding 1 for the 4x4 kernels and 0 for the 2x2 ones here.
+    """
+    check_input_64(input_shape, name)
+    c = input_shape[0]
+    encoder = nn.Sequential(
+        nn.Conv2d(c, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 32, 32)
+        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 16, 16)
+        nn.Conv2d(32, 64, 2, stride=2), nn.ReLU(),  # (B, 64, 8, 8)
+        nn.Conv2d(64, 64, 2, stride=2), nn.ReLU(),  # (B, 64, 4, 4)
+        nn.Flatten(), nn.Linear(1024, 256), nn.ReLU(),  # (B, 256)
+    )
+    decoder = nn.Sequential(
+        nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(),
+        nn.Unflatten(1, (64, 4, 4)),  # (B, 64, 4, 4)
+        nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),  # (B, 64, 8, 8)
+        nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 16, 16)
+        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 32, 32)
+        nn.ConvTranspose2d(32, c, 4, stride=2, padding=1),  # logits (B, C, 64, 64)
+    )
+    return VAE(encoder, GaussianHead(256, latent_dim, split_heads=True), decoder, latent_dim)
