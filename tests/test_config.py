@@ -17,11 +17,11 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_its_options():
-    assert options("model") == ["conv", "conv64", "mlp"]
+    assert options("model") == ["conv", "conv64", "locatello", "mlp"]
     assert options("loss") == ["ae", "beta", "capacity", "elbo"]
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["exponential", "none", "step"]
-    assert options("dataset") == ["celeba", "cifar10", "digits", "fashion_mnist", "mnist", "mnist_5k"]
+    assert options("dataset") == ["celeba", "cifar10", "digits", "dsprites", "fashion_mnist", "mnist", "mnist_5k", "sprites"]
     assert options("likelihood") == ["bernoulli", "gaussian"]
     assert options("sweep") == ["elbo", "grid", "pareto"]
 

@@ -42,7 +42,7 @@ CLI_CASES = {
     "lattent_dim=3": "lattent_dim: the config has no setting 'lattent_dim'; did you mean latent_dim? "
                      "(add a new key with +lattent_dim=...)",
     # model
-    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, mlp",
+    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, locatello, mlp",
     "model=conv model.channels=[]": "model.channels=[]: must be a non-empty list of integers >= 1",
     "model.hidden=[a]": "model.hidden=[a]: must be a list of integers >= 1",
     "model.hiden=[3]": "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
@@ -136,7 +136,7 @@ def refused(argv: list[str]) -> str:
                            "see https://hydra.cc/docs/advanced/override_grammar/basic/"),
     (["+latent_dim=4"], "+latent_dim=4: Could not append to config. An item is already at 'latent_dim'."),
     (["~nope"], "~nope: Could not delete from config. 'nope' does not exist."),
-    (["model=null"], "model=null: choose an option; model accepts conv, conv64, mlp"),
+    (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp"),
     (["~model"], "model=null: choose an option with model=<option>"),
     (["+model.hiden=3"], "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
                          "(its settings: hidden, latent_dim, split_heads)"),

@@ -141,6 +141,12 @@ class Conv:  # model=conv, model=conv64
     split_heads: bool
 
 
+@dataclass
+class Locatello:  # model=locatello
+    name: str
+    latent_dim: Annotated[PositiveInt, SIZE]
+
+
 # --- loss and likelihood (vae_sweep/losses.py) ------------------------------------------------------------------
 
 
@@ -233,6 +239,32 @@ class CelebA:  # dataset=celeba (label_attribute is one of the 40 in the data: c
     label_attribute: str
 
 
+@dataclass
+class Stride:  # keep every k-th class of each factor of the dSprites grid
+    shape: PositiveInt
+    scale: PositiveInt
+    orientation: PositiveInt
+    posX: PositiveInt
+    posY: PositiveInt
+
+
+@dataclass
+class Sprites:  # dataset=sprites (val_size's upper end depends on the grid: checked on loading)
+    cache_dir: str
+    stride: Stride | None
+    val_size: PositiveInt
+    split_seed: Seed
+
+
+@dataclass
+class DSprites:  # dataset=dsprites
+    data_dir: str
+    download: bool
+    stride: Stride | None
+    val_size: PositiveInt
+    split_seed: Seed
+
+
 # --- the sweeper settings a user sets (hydra.sweeper; its other keys belong to the plugin) ------------------------
 
 
@@ -257,6 +289,7 @@ class OptunaSweeper:
 SCHEMAS: dict[str, type] = {
     "vae_sweep.models.mlp_vae": MLP,
     "vae_sweep.models.conv_vae": Conv,
+    "vae_sweep.models.locatello_vae": Locatello,
     "vae_sweep.losses.BetaVAELoss": BetaLoss,
     "vae_sweep.losses.CapacityLoss": CapacityLoss,
     "vae_sweep.losses.AutoencoderLoss": NoSettings,
@@ -272,6 +305,8 @@ SCHEMAS: dict[str, type] = {
     "vae_sweep.data.torchvision_mnist": TorchvisionMNIST,
     "vae_sweep.data.cifar10": CIFAR10,
     "vae_sweep.data.celeba": CelebA,
+    "vae_sweep.sprites.sprites": Sprites,
+    "vae_sweep.sprites.dsprites": DSprites,
     "hydra_plugins.vae_sweep_sweeper.vae_optuna_sweeper.VaeOptunaSweeper": OptunaSweeper,
     "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": OptunaSweeper,
 }

@@ -77,8 +77,9 @@ def check_setting(node: DictConfig, key: str, kind: object, prefix: str) -> None
     setting = source(node, key, prefix)
     try:
         value = node[key]
-        if is_dataclass(kind) and isinstance(value, DictConfig):
-            return check_node(value, kind, f"{prefix}{key}.", f"{prefix}{key}")
+        block = settings_block(kind)
+        if block is not None and isinstance(value, DictConfig):
+            return check_node(value, block, f"{prefix}{key}.", f"{prefix}{key}")
         if isinstance(value, (DictConfig, ListConfig)):
             value = OmegaConf.to_container(value, resolve=True)
     except MissingMandatoryValue:
@@ -87,6 +88,15 @@ def check_setting(node: DictConfig, key: str, kind: object, prefix: str) -> None
         raise ConfigError(f"{prefix}{key}={raw(node, key)}: {first_line(e)}") from None
     if not accepts(kind, value):
         raise ConfigError(f"{setting}={show(value)}: must be {describe(kind)}")
+
+
+def settings_block(kind: object) -> type | None:
+    """The dataclass a setting holds (`Eval`, or `Stride` of `Stride | None`), if it holds one."""
+    if is_dataclass(kind):
+        return kind  # type: ignore[return-value]
+    if get_origin(kind) in (Union, UnionType):
+        return next((a for a in get_args(kind) if is_dataclass(a)), None)
+    return None
 
 
 def accepts(kind: object, value: object) -> bool:
