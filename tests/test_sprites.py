@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from vae_sweep import data, sprites
 from vae_sweep.errors import ConfigError, instantiate_group
 
-from conftest import CONF, TINY, cli, compose_config
+from helpers import CONF, cli, compose_config
 
 # Orientation classes 0, 13, 26, 39 (39 draws the same image as 0) and positions 0, 8, 16, 24: 1,152 images.
 SMALL = {"orientation": 13, "posX": 8, "posY": 8}
@@ -246,10 +246,11 @@ def test_locatello_refuses_28x28():
         instantiate_group(compose_config(["model=locatello"]).model, "model", input_shape=(1, 28, 28))
 
 
+@pytest.mark.slow
 def test_tiny_job_on_sprites(tmp_path):
     out = tmp_path / "run"
-    args = ["dataset=sprites", "model=locatello", "latent_dim=10", "epochs=1", "max_batches=2", "eval.iwae_k=2",
-            "progress=false", f"data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"]
+    args = ["dataset=sprites", "model=locatello", "latent_dim=10", "debug=tiny", f"data_dir={tmp_path / 'data'}",
+            f"hydra.run.dir={out}"]
     done = cli(args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -258,5 +259,5 @@ def test_tiny_job_on_sprites(tmp_path):
         p.numel() for p in instantiate_group(compose_config(["model=locatello", "latent_dim=10"]).model, "model",
                                              input_shape=(1, 64, 64)).parameters())
     assert (tmp_path / "data" / "sprites" / "sprites_v1_3x6x10x16x16_stride1-1-4-2-2.npy").is_file()
-    refused = cli(["dataset=mnist_5k", "model=locatello", *TINY, f"hydra.run.dir={tmp_path / 'no'}"], cwd=tmp_path)
+    refused = cli(["dataset=mnist_5k", "model=locatello", "debug=tiny", f"hydra.run.dir={tmp_path / 'no'}"], cwd=tmp_path)
     assert refused.returncode != 0 and "error: model=locatello needs 64x64 images" in refused.stderr
