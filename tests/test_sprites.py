@@ -254,7 +254,7 @@ def test_tiny_job_on_sprites(tmp_path):
     done = cli(args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["status"] == "completed" and metrics["steps"] == 2 and metrics["dataset"] == "sprites"
+    assert metrics["status"] == "completed" and metrics["steps"] == 3 and metrics["dataset"] == "sprites"
     assert metrics["model"] == "locatello" and metrics["params"] == sum(
         p.numel() for p in instantiate_group(compose_config(["model=locatello", "latent_dim=10"]).model, "model",
                                              input_shape=(1, 64, 64)).parameters())
