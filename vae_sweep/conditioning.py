@@ -110,7 +110,7 @@ class ConditionedVAE(VAE):
     `beta` (a buffer, saved in the state_dict) is the β used when a call gives none: `set_beta` / `at_beta`.
     """
 
-    def __init__(self, vae: VAE, kind: str = "gates", beta_min: float = 0.01, beta_max: float = 10.0,
+    def __init__(self, vae: VAE, kind: str = "film", beta_min: float = 0.01, beta_max: float = 10.0,
                  beta: float = 1.0) -> None:
         if kind not in KINDS:
             raise ConfigError(f"conditioning={kind}: choose one of {', '.join(KINDS)}")

@@ -133,7 +133,7 @@ class MultiRateLoss:
 
     stochastic = True
 
-    def __init__(self, beta_min: float = 0.01, beta_max: float = 10.0, conditioning: str = "gates",
+    def __init__(self, beta_min: float = 0.01, beta_max: float = 10.0, conditioning: str = "film",
                  warmup_steps: int = 0) -> None:
         self.beta_min, self.beta_max, self.conditioning = beta_min, beta_max, conditioning
         self.warmup_steps = warmup_steps
