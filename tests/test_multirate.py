@@ -21,9 +21,11 @@ from conftest import compose_config
 SHAPES = {"mlp": (1, 28, 28), "conv": (1, 28, 28), "conv64": (3, 64, 64)}
 
 
-def conditioned(model: str = "mlp", kind: str = "gates", overrides: tuple[str, ...] = ()) -> tuple[ConditionedVAE, MultiRateLoss]:
-    """The real config's model and loss with loss=multirate, conditioned as training builds them."""
-    cfg = compose_config([f"model={model}", "loss=multirate", f"loss.conditioning={kind}", "latent_dim=6", *overrides])
+def conditioned(model: str = "mlp", kind: str | None = None, overrides: tuple[str, ...] = ()):
+    """The real config's model and loss with loss=multirate (its default conditioning unless `kind`), conditioned
+    as training builds them: (ConditionedVAE, MultiRateLoss)."""
+    kind_override = [f"loss.conditioning={kind}"] if kind else []
+    cfg = compose_config([f"model={model}", "loss=multirate", *kind_override, "latent_dim=6", *overrides])
     torch.manual_seed(0)
     loss = instantiate_group(cfg.loss, "loss")
     return loss.condition(instantiate_group(cfg.model, "model", input_shape=SHAPES[model])), loss
@@ -47,10 +49,10 @@ def test_outputs_change_with_beta_and_are_identical_for_equal_beta(model, kind):
 
 
 def test_hidden_layers_are_conditioned_and_head_and_output_are_not():
-    net, _ = conditioned("mlp")
+    net, _ = conditioned("mlp", "gates")
     wrapped = [n for n, m in net.named_modules() if isinstance(m, Conditioned)]
     assert wrapped == ["encoder.1.0", "decoder.body.0"]  # 784 -> 400 and 20 -> 400; not the head, not 400 -> 784
-    conv, _ = conditioned("conv")
+    conv, _ = conditioned("conv", "gates")
     assert sum(isinstance(m, Conditioned) for m in conv.encoder.modules()) == 3  # all three convs
     assert sum(isinstance(m, Conditioned) for m in conv.decoder.modules()) == 3  # fc and two of three transposed
     assert not isinstance(conv.decoder.body[-1], Conditioned)
@@ -118,12 +120,15 @@ def test_beta_grid_is_log_spaced_with_exact_ends():
 
 @pytest.fixture(scope="module")
 def trained_curve(tmp_path_factory):
-    """A multirate MLP trained 4 epochs on mnist_5k by hand (3 sampled betas per step), then its curve written."""
+    """A multirate MLP trained 6 epochs' worth of steps on mnist_5k by hand (a beta per example), and its curve
+    written. One torch thread: this small model is fastest so, and two threads crawl on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     net, loss = conditioned("mlp", overrides=("latent_dim=8",))
     data = datasets.load(compose_config().dataset, torch.device("cpu"))
     opt, likelihood = torch.optim.Adam(net.parameters(), lr=1e-3), Bernoulli()
     gen = torch.Generator().manual_seed(0)
-    for step in range(4 * 35):
+    for step in range(6 * 35):
         x = datasets.as_float(data.train_x[torch.randint(len(data.train_x), (128,), generator=gen)])
         beta = loss.sample_beta(len(x), generator=gen)  # (B,)
         logits, mu, logvar = net(x, beta=beta)
@@ -134,6 +139,7 @@ def trained_curve(tmp_path_factory):
     out = tmp_path_factory.mktemp("curve")
     torch.manual_seed(0)
     summary = write_curve(net, likelihood, datasets.as_float(data.val_x), beta_grid(0.01, 10.0, 5), out, iwae_k=4)
+    torch.set_num_threads(threads)
     return out, summary
 
 
@@ -160,3 +166,4 @@ def test_curve_files_columns_and_units(trained_curve):
         assert 0 < d < 784 * math.log(2) and r >= 0 and 0 <= int(row["active_units_count"]) <= 8
     for name in ("curve.png", "curve_strip.png"):
         assert (out / name).stat().st_size > 1000
+
