@@ -72,11 +72,12 @@ def sweep(n: int, seed: int, data, epochs: int, overrides: list[str]) -> dict:
             "seconds": sum(s for _, s, _ in results), "train_seconds": sum(t for _, _, t in results) / (n * epochs)}
 
 
-def curve_run(seed: int, data, epochs: int, grid: list[float], overrides: list[str], kind: str = "gates",
+def curve_run(seed: int, data, epochs: int, grid: list[float], overrides: list[str], kind: str | None = None,
               stages: int = 3) -> list[dict]:
-    """One multirate model, its curve on `grid` after each of `stages` blocks of `epochs` epochs; CPU seconds
-    accumulate (training, and every evaluation of the curve so far)."""
-    cfg = config("loss=multirate", f"loss.conditioning={kind}", f"seed={seed}", *overrides)
+    """One multirate model (conditioning `kind`, default the config's), its curve on `grid` after each of
+    `stages` blocks of `epochs` epochs; CPU seconds accumulate (training, and every evaluation of the curve)."""
+    kind_override = [f"loss.conditioning={kind}"] if kind else []
+    cfg = config("loss=multirate", *kind_override, f"seed={seed}", *overrides)
     parts = state = None
     total, out = 0.0, []
     for stage in range(1, stages + 1):
