@@ -50,7 +50,11 @@ class _Signal:
 
 
 class Conditioned(nn.Module):
-    """One hidden layer and its conditioning: y = layer(x), then y ← g(η) ⊙ y (gates), y ← s ⊙ y + t (FiLM)."""
+    """One hidden layer and its conditioning: y = layer(x), then y ← g(η) ⊙ y (gates), y ← s ⊙ y + t (FiLM).
+
+    `gate`: "encoder" (sigmoid gate), "decoder" (sqrt(ReLU(1 - exp)) gate) or None (no gate); `film`: FiLM on.
+    `signal` is the owning ConditionedVAE's, set before each call.
+    """
 
     def __init__(self, layer: nn.Module, signal: _Signal, gate: str | None, film: bool) -> None:
         super().__init__()
