@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 
 import pytest
@@ -167,3 +168,36 @@ def test_curve_files_columns_and_units(trained_curve):
     for name in ("curve.png", "curve_strip.png"):
         assert (out / name).stat().st_size > 1000
 
+
+def test_a_multirate_run_writes_its_curve_and_is_fixed_at_eval_beta(tmp_path):
+    """The command line end to end: loss=multirate trains one model, reports it at eval.beta, writes the curve."""
+    from conftest import TINY, cli
+
+    res = cli([*TINY, "loss=multirate", "curve.betas=3", "eval.beta=0.1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["eval_beta"] == 0.1
+    assert metrics["curve_betas"] == pytest.approx([0.01, 0.316227766, 10.0]) and metrics["curve_hypervolume"] > 0
+    assert len((run / "curve.csv").read_text().splitlines()) == 1 + 3
+    for name in ("curve.png", "curve_strip.png", "reconstructions.png", "traversals.png"):
+        assert (run / name).is_file()
+    ckpt = torch.load(run / "model.pt", weights_only=True)
+    assert ckpt["model"]["beta"].item() == pytest.approx(0.1)  # the checkpoint holds the model at eval.beta
+    bad = cli(["loss=multirate", "eval.beta=20", f"hydra.run.dir={tmp_path}/bad"], cwd=tmp_path)
+    assert bad.returncode != 0 and "eval.beta=20: must lie in the trained range" in bad.stderr
+
+
+def test_benchmark_quick_mode_prints_its_tables():
+    """benchmarks/multirate.py --quick runs both sections end to end (no figure is asserted: not a test of speed)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    res = subprocess.run([sys.executable, "benchmarks/multirate.py", "--quick"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for title in ("### Conditioning", "### One model vs β sweeps", "### Where the curve (3E) falls short"):
+        assert title in res.stdout
+    assert sum(line.startswith("| one model, ") for line in res.stdout.splitlines()) == 3

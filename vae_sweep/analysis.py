@@ -247,7 +247,8 @@ def status_line(df: pd.DataFrame) -> str:
 def searched_params(df: pd.DataFrame) -> list[str]:
     """The parameter columns whose value differs between trials (what the sweep searched)."""
     known = set(METRICS) | {"source", "trial", "status", "pareto", "error", "run_dir", "kl_per_dim", "iwae_k",
-                            "params", "steps", "epochs_done", "train_seconds", "wall_seconds", "threads", "device"}
+                            "params", "steps", "epochs_done", "train_seconds", "wall_seconds", "threads", "device",
+                            "curve_hypervolume", "curve_reference", "curve_betas"}  # loss=multirate's results
     cols = [c for c in df if c not in known]
     return [c for c in cols if df[c].map(repr).nunique() > 1] or [c for c in ("beta", "latent_dim", "lr") if c in df]
 

@@ -107,6 +107,8 @@ def validate(cfg: DictConfig, objectives: bool = True) -> None:
     for key, low, strict in (("gamma", 0, False), ("c_max", 0, False), ("c_steps", 0, False)):
         if key in cfg.loss:
             _number(cfg.loss, key, low=low, strict=strict)
+    if "beta_min" in cfg.loss:  # loss=multirate
+        check_multirate(cfg)
     if "sigma" in cfg.likelihood:
         _number(cfg.likelihood, "sigma", low=0, strict=True)
     if objectives:
@@ -123,3 +125,14 @@ def check_objectives(cfg: DictConfig) -> None:
         raise ConfigError(f"objectives={objectives}: loss=ae has no rate; choose from {without_rate}")
     if "iwae_nll" in objectives and cfg.eval.iwae_k < 1:
         raise ConfigError(f"eval.iwae_k={cfg.eval.iwae_k}: objective iwae_nll needs eval.iwae_k >= 1")
+
+
+def check_multirate(cfg: DictConfig) -> None:
+    """loss=multirate: a range 0 < beta_min < beta_max, eval.beta inside it, and a curve of at least 2 points."""
+    _number(cfg.loss, "beta_min", low=0, strict=True)
+    _number(cfg.loss, "beta_max", low=cfg.loss.beta_min, strict=True)
+    lo, hi = cfg.loss.beta_min, cfg.loss.beta_max
+    if not (isinstance(cfg.eval.beta, Real) and lo <= cfg.eval.beta <= hi):
+        raise ConfigError(f"eval.beta={cfg.eval.beta}: must lie in the trained range "
+                          f"[loss.beta_min, loss.beta_max] = [{lo:g}, {hi:g}]")
+    _number(cfg.curve, "betas", integer=True, low=2)
