@@ -18,7 +18,7 @@ def options(group: str) -> list[str]:
 
 def test_every_group_has_its_options():
     assert options("model") == ["conv", "conv64", "locatello", "mlp"]
-    assert options("loss") == ["ae", "beta", "capacity", "elbo"]
+    assert options("loss") == ["ae", "beta", "capacity", "elbo", "multirate"]
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["exponential", "none", "step"]
     assert options("dataset") == ["celeba", "cifar10", "digits", "dsprites", "fashion_mnist", "mnist", "mnist_5k", "sprites"]
@@ -30,7 +30,8 @@ def test_every_group_has_its_options():
 def test_losses_instantiate(option):
     loss = instantiate_group(compose_config([f"loss={option}", "beta=0.25"]).loss, "loss")
     terms = loss(torch.tensor([100.0]), torch.tensor([10.0]), step=10**6)
-    expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0}[option]
+    expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0,
+                "multirate": 110.0}[option]  # multirate without per-example betas: beta = 1
     assert terms["loss"].item() == pytest.approx(expected)
 
 

@@ -83,8 +83,9 @@ def test_divergence_is_recorded(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path):
-    common = ["max_batches=5", "eval.iwae_k=2", "eval.pictures=false", "progress=false", "threads=1"]
+@pytest.mark.parametrize("loss", ["beta", "multirate"])  # multirate: the per-example betas come from the saved RNG
+def test_resume_reaches_the_same_state_as_an_uninterrupted_run(tmp_path, loss):
+    common = ["max_batches=5", "eval.iwae_k=2", "eval.pictures=false", "threads=1", f"loss={loss}"]
     straight, first, second = tmp_path / "straight", tmp_path / "first", tmp_path / "second"
     for args, out_dir in ((["epochs=3"], straight), (["epochs=1"], first), (["epochs=3", f"resume={first}"], second)):
         res = cli([*common, *args, f"hydra.run.dir={out_dir}"], cwd=tmp_path)

@@ -108,7 +108,7 @@ def status_line(df: pd.DataFrame) -> str:
 
 def searched_params(df: pd.DataFrame) -> list[str]:
     """The parameter columns whose value differs between trials (what the sweep searched)."""
-    known = {*METRICS, *FRAME, *RUN_FIELDS}
+    known = {*METRICS, *FRAME, *RUN_FIELDS, "eval_beta", "curve_reference", "curve_betas"}  # curve_*: multirate
     cols = [c for c in df if c not in known]
     return [c for c in cols if df[c].map(repr).nunique() > 1] or [c for c in ("beta", "latent_dim", "lr") if c in df]
 

@@ -97,6 +97,12 @@ class Eval:
     iwae_k: Count  # importance samples for the IWAE bound; 0 skips it
     batch_size: PositiveInt  # validation batch size
     pictures: bool
+    beta: Positive  # loss=multirate: the beta the one model is validated and pictured at
+
+
+@dataclass
+class Curve:
+    betas: Annotated[int, Range(ge=2)]  # loss=multirate: points along the curve
 
 
 @dataclass
@@ -118,6 +124,7 @@ class Root:
     max_batches: PositiveInt | None
     progress: bool
     eval: Eval
+    curve: Curve
     objectives: Annotated[Annotated[list[Objective], Length(min=1)] | Objective | None,
                           Accepts(f"one or more of {', '.join(OBJECTIVES)}")]
 
@@ -161,6 +168,14 @@ class CapacityLoss:  # loss=capacity
     gamma: NonNegative
     c_max: NonNegative  # nats per example
     c_steps: Count
+    warmup_steps: Count
+
+
+@dataclass
+class MultiRateLoss:  # loss=multirate (beta_min < beta_max, and eval.beta between them: validate.check_multirate)
+    beta_min: Positive
+    beta_max: Positive
+    conditioning: Literal["film", "gates", "both"]
     warmup_steps: Count
 
 
@@ -292,6 +307,7 @@ SCHEMAS: dict[str, type] = {
     "vae_sweep.models.locatello_vae": Locatello,
     "vae_sweep.losses.BetaVAELoss": BetaLoss,
     "vae_sweep.losses.CapacityLoss": CapacityLoss,
+    "vae_sweep.losses.MultiRateLoss": MultiRateLoss,
     "vae_sweep.losses.AutoencoderLoss": NoSettings,
     "vae_sweep.losses.Bernoulli": NoSettings,
     "vae_sweep.losses.Gaussian": Gaussian,

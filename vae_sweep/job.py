@@ -21,6 +21,8 @@ from vae_sweep.errors import ConfigError
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
 from vae_sweep.models import count_parameters
 from vae_sweep.checkpoint import load_checkpoint, restore
+from vae_sweep.conditioning import ConditionedVAE
+from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.metrics import Status, units_block
 from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
@@ -111,10 +113,12 @@ def timings(state: TrainState, start: float) -> dict:
 
 
 def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state: TrainState, out_dir: Path) -> dict:
-    """Validation metrics in the units of `vae_sweep.metrics`, and the pictures."""
+    """Validation metrics in the units of `vae_sweep.metrics`, and the pictures; for loss=multirate, at eval.beta,
+    and the curve along beta (curve.csv, curve.png, curve_strip.png)."""
     stochastic = parts.loss.stochastic
+    metrics = curve_metrics(cfg, parts, data, out_dir) if isinstance(parts.model, ConditionedVAE) else {}
     val = validation_terms(parts.model, parts.likelihood, data.val_x, stochastic, cfg.eval.batch_size)
-    metrics = {k: val[k] for k in ("distortion", "mse")}
+    metrics |= {k: val[k] for k in ("distortion", "mse")}
     if stochastic:
         metrics |= {k: val[k] for k in ("rate", "neg_elbo", "kl_per_dim")}
         metrics["active_units"] = active_units(val["mu"])
@@ -124,6 +128,16 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
     if cfg.eval.pictures:
         save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
     return metrics
+
+
+def curve_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path) -> dict:
+    """loss=multirate: fix the model at eval.beta (also after a resume: a checkpoint holds the beta it was saved
+    at), and write the curve along cfg.curve.betas points of the trained range; metrics.json's curve entries."""
+    parts.model.set_beta(cfg.eval.beta)
+    betas = beta_grid(parts.loss.beta_min, parts.loss.beta_max, cfg.curve.betas)
+    x = datasets.as_float(data.val_x)
+    curve = write_curve(parts.model, parts.likelihood, x, betas, out_dir, cfg.eval.iwae_k, cfg.eval.batch_size)
+    return {"eval_beta": cfg.eval.beta} | curve
 
 
 def objectives(cfg: DictConfig, metrics: dict) -> float | tuple[float, ...] | None:

@@ -116,3 +116,45 @@ class AutoencoderLoss:
     def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
         d = distortion.mean()
         return {"loss": d, "distortion": d}
+
+
+class MultiRateLoss:
+    """One model for every β in [beta_min, beta_max]: loss = mean_i (D_i + β_i w(t) R_i), with β_i drawn per
+    example log-uniformly over the range (Bae et al. 2023, "Multi-Rate VAE", Eq. 9; Dosovitskiy & Djolonga 2020,
+    "You Only Train Once", Sec. 3). The model must hear each example's β: `condition(model)` wraps it in a
+    `conditioning.ConditionedVAE`, and each training step does
+
+        beta = loss.sample_beta(len(x), x.device)            # (B,)
+        logits, mu, logvar = model(x, sample=True, beta=beta)
+        terms = loss(distortion, rate, step, beta=beta)
+
+    At equal β_i = b the loss is `BetaVAELoss(b)`'s. Without `beta` (validation) it uses β = 1: the neg. ELBO.
+    """
+
+    stochastic = True
+
+    def __init__(self, beta_min: float = 0.01, beta_max: float = 10.0, conditioning: str = "film",
+                 warmup_steps: int = 0) -> None:
+        self.beta_min, self.beta_max, self.conditioning = beta_min, beta_max, conditioning
+        self.warmup_steps = warmup_steps
+
+    def sample_beta(self, batch_size: int, device: torch.device | str | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,) values with log β ~ U[log beta_min, log beta_max], from the global RNG unless `generator`."""
+        lo, hi = math.log(self.beta_min), math.log(self.beta_max)
+        u = torch.rand(batch_size, device=device, generator=generator)  # (B,) in [0, 1)
+        return torch.exp(lo + (hi - lo) * u)
+
+    def condition(self, model):
+        """`model` (a models.VAE) conditioned on β over this loss's range: a conditioning.ConditionedVAE."""
+        from vae_sweep.conditioning import ConditionedVAE
+
+        return ConditionedVAE(model, self.conditioning, self.beta_min, self.beta_max)
+
+    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int,
+                 beta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """distortion, rate, beta: (B,) in nats, nats, and per-example weights. Returns batch means and the loss."""
+        weight = linear_ramp(step, self.warmup_steps)
+        beta = torch.ones_like(rate) if beta is None else beta
+        loss = (distortion + weight * beta * rate).mean()
+        return {"loss": loss, "distortion": distortion.mean(), "rate": rate.mean(), "kl_weight": torch.tensor(weight)}

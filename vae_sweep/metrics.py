@@ -26,6 +26,7 @@ class Unit:
 NATS = Unit("nats per example", "nats", "nats/example")
 PER_PIXEL = Unit("per pixel", "per_pixel", "per pixel")
 COUNT = Unit("count", "", "count")  # a count's name says what it counts: column `active_units`
+NATS2 = Unit("nats² (distortion x rate, nats per example each)", "nats2", "nats²")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ _ALL = (
     Metric("kl_per_dim", NATS, "the rate split by latent dim, one entry per dim", needs_rate=True,
            per_dim=True),
     Metric("active_units", COUNT, "latent dims with Var_x(E_q[z_i]) > 0.01 (Burda et al. 2016)", needs_rate=True),
+    Metric("curve_hypervolume", NATS2, "loss=multirate: area of the (distortion, rate) plane its curve dominates, "
+           "against (P ln 2, P ln 2) nats, P = pixel values per image (vae_sweep/curve.py)", needs_rate=True,
+           direction="maximize"),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}
 OBJECTIVES: tuple[str, ...] = tuple(m.name for m in _ALL if m.objective)

@@ -56,14 +56,20 @@ class TrainState:
 
 def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.device) -> Parts:
     """Instantiate model, optimizer, scheduler, loss and likelihood from their config groups. The model is built
-    on the `meta` device first, which allocates nothing, so one too large for `device` is refused with its size."""
+    on the `meta` device first, which allocates nothing, so one too large for `device` is refused with its size.
+    A loss that conditions the model (loss=multirate) wraps it: one model for every beta, told each example's."""
     with torch.device("meta"):
         sized = instantiate_group(cfg.model, "model", input_shape=input_shape)
     check_fits_in_memory(cfg, count_parameters(sized), device)
-    model = instantiate_group(cfg.model, "model", input_shape=input_shape).to(device)
+    model = instantiate_group(cfg.model, "model", input_shape=input_shape)
+    loss = instantiate_group(cfg.loss, "loss")
+    if hasattr(loss, "condition"):
+        model = loss.condition(model)
+        model.set_beta(cfg.eval.beta)  # the beta it is validated and pictured at
+    model = model.to(device)
     optimizer = instantiate_group(cfg.optimizer, "optimizer")(model.parameters())
     scheduler = instantiate_group(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None
-    return Parts(model, optimizer, scheduler, instantiate_group(cfg.loss, "loss"), instantiate_group(cfg.likelihood, "likelihood"))
+    return Parts(model, optimizer, scheduler, loss, instantiate_group(cfg.likelihood, "likelihood"))
 
 
 def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
@@ -75,6 +81,7 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     rather than added up step by step."""
     model, optimizer, loss, likelihood = parts.model, parts.optimizer, parts.loss, parts.likelihood
     x_all, batch_size, sample = data.train_x, int(cfg.batch_size), loss.stochastic
+    multirate = hasattr(loss, "sample_beta")  # loss=multirate: a beta per example, given to model and loss
     model.train()
     order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
     n_batches = len(x_all) // batch_size  # drop the last partial batch: BatchNorm needs full batches
@@ -83,8 +90,9 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     values: dict[str, list[torch.Tensor]] = {}  # term -> its scalar value at each step
     for b in range(n_batches):
         x = as_float(x_all[order[b * batch_size : (b + 1) * batch_size]])  # (B, C, H, W) in [0, 1]
-        logits, mu, logvar = model(x, sample=sample)
-        terms = loss(likelihood.distortion(logits, x), rate(mu, logvar), state.step)
+        cond = {"beta": loss.sample_beta(len(x), x.device)} if multirate else {}  # beta: (B,)
+        logits, mu, logvar = model(x, sample=sample, **cond)
+        terms = loss(likelihood.distortion(logits, x), rate(mu, logvar), state.step, **cond)
         if not torch.isfinite(terms["loss"]):
             state.status, state.reason = Status.DIVERGED, f"loss is {terms['loss'].item()} at step {state.step}"
             log.warning("%s: stopping, status=diverged", state.reason)

@@ -58,6 +58,18 @@ def validate(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
             check_node(node, schema, f"{group}.", where)
     if cfg.get("objectives"):
         check_objectives(cfg)
+    if str(cfg.loss.get("_target_", "")).endswith(".MultiRateLoss"):
+        check_multirate(cfg)
+
+
+def check_multirate(cfg: DictConfig) -> None:
+    """loss=multirate: a range beta_min < beta_max, and eval.beta inside it (the model knows no other beta)."""
+    lo, hi = cfg.loss.beta_min, cfg.loss.beta_max
+    if lo >= hi:
+        raise ConfigError(f"loss.beta_max={hi:g}: must be above loss.beta_min={lo:g}")
+    if not lo <= cfg.eval.beta <= hi:
+        raise ConfigError(f"eval.beta={cfg.eval.beta:g}: must lie in the trained range "
+                          f"[loss.beta_min, loss.beta_max] = [{lo:g}, {hi:g}]")
 
 
 def check_node(node: DictConfig, schema: type, prefix: str, where: str) -> None:
