@@ -93,11 +93,20 @@ DEVICE = Match(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
+class Disentanglement:  # eval.disentanglement: the metrics of datasets with factors (vae_sweep/factor_metrics.py)
+    samples: Annotated[int, Range(ge=20)]  # training points per metric; evaluation/test sets get half
+    batch_size: Annotated[int, Range(ge=2)]  # factor vectors per β-VAE / FactorVAE point (a variance needs 2)
+    dci_model: Literal["hist", "gbt"]
+    seed: Seed
+
+
+@dataclass
 class Eval:
     iwae_k: Count  # importance samples for the IWAE bound; 0 skips it
     batch_size: PositiveInt  # validation batch size
     pictures: bool
     beta: Positive  # loss=multirate: the beta the one model is validated and pictured at
+    disentanglement: Disentanglement | None  # null: no disentanglement metrics
 
 
 @dataclass

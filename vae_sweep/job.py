@@ -19,6 +19,7 @@ from vae_sweep import data as datasets
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.errors import ConfigError
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
+from vae_sweep.factor_metrics import check_objectives, disentanglement_metrics
 from vae_sweep.models import count_parameters
 from vae_sweep.checkpoint import load_checkpoint, restore
 from vae_sweep.conditioning import ConditionedVAE
@@ -44,6 +45,7 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
+    check_objectives(cfg, data)
     if cfg.batch_size > len(data.train_x):
         raise ConfigError(f"batch_size={cfg.batch_size}: must be at most the {len(data.train_x)} training examples")
     ckpt = load_checkpoint(cfg.resume, cfg) if cfg.resume else None
@@ -114,7 +116,8 @@ def timings(state: TrainState, start: float) -> dict:
 
 def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state: TrainState, out_dir: Path) -> dict:
     """Validation metrics in the units of `vae_sweep.metrics`, and the pictures; for loss=multirate, at eval.beta,
-    and the curve along beta (curve.csv, curve.png, curve_strip.png)."""
+    and the curve along beta (curve.csv, curve.png, curve_strip.png); on a dataset with factors, the
+    disentanglement scores."""
     stochastic = parts.loss.stochastic
     metrics = curve_metrics(cfg, parts, data, out_dir) if isinstance(parts.model, ConditionedVAE) else {}
     val = validation_terms(parts.model, parts.likelihood, data.val_x, stochastic, cfg.eval.batch_size)
@@ -127,7 +130,17 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
             metrics["iwae_k"] = cfg.eval.iwae_k
     if cfg.eval.pictures:
         save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
-    return metrics
+    return metrics | factor_metrics(cfg, parts, data, out_dir, val.get("kl_per_dim"))
+
+
+def factor_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path, kl_per_dim) -> dict:
+    """Datasets with factors: the disentanglement scores (`vae_sweep.factor_metrics`), and traversals_factors.png
+    with the pictures; none for other datasets or with eval.disentanglement=null."""
+    settings = cfg.eval.get("disentanglement")
+    if data.factors is None or settings is None:
+        return {}
+    where = out_dir if cfg.eval.pictures else None
+    return disentanglement_metrics(parts.model, data, settings, cfg.eval.batch_size, where, kl_per_dim)
 
 
 def curve_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path) -> dict:

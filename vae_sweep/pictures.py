@@ -121,14 +121,19 @@ def _save_traversals(
     model: VAE, mu0: torch.Tensor, out_dir: Path, n: int, kl_per_dim: Sequence[float] | None
 ) -> Path:
     """One row per traversed dimension d: z = mu0 with z[d] in linspace(-3, 3, n). mu0: (L,) of example 0."""
-    dims = traversal_dims(model.latent_dim, kl_per_dim)
+    path = out_dir / "traversals.png"
+    save_image(traversal_images(model, mu0, traversal_dims(model.latent_dim, kl_per_dim), n), path, nrow=n)
+    return path
+
+
+def traversal_images(model: VAE, mu0: torch.Tensor, dims: Sequence[int], n: int) -> torch.Tensor:
+    """Decoded means along each latent dim of `dims` in turn: z = mu0 (L,) with z[d] in linspace(-3, 3, n).
+    Returns (len(dims) * n, C, H, W) in [0, 1], row by row. Call it in eval mode (`evaluate.eval_mode`)."""
     steps = torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, n, device=mu0.device)  # (n,)
     z = mu0.repeat(len(dims), n, 1)  # (D, n, L)
     for row, d in enumerate(dims):
         z[row, :, d] = steps
-    path = out_dir / "traversals.png"
-    save_image(_image_mean(model, z.view(-1, model.latent_dim)), path, nrow=n)
-    return path
+    return _image_mean(model, z.view(-1, model.latent_dim))
 
 
 def _save_manifold(model: VAE, out_dir: Path, device: torch.device) -> Path:

@@ -1,0 +1,110 @@
+"""The disentanglement metrics of a trained model on a dataset with factors (sprites, dsprites), as a job writes them.
+
+`represent(classes (N, K) int) -> mu (N, L)`: the images of those factor classes (`ImageData.images_for`, from train
+and validation alike), encoded in eval mode to their posterior means. `vae_sweep.disentanglement.evaluate` samples
+factor classes from the dataset's grid as each metric prescribes and scores them: the fractions in [0, 1] of the
+registry's DISENTANGLEMENT (`vae_sweep.metrics`), with `disentanglement_seconds` their wall time. Factors with one
+class (a stride that keeps one shape, say) are held at class 0 and left out: their entropy is 0.
+
+Settings: `eval.disentanglement` (conf/config.yaml): `samples` training points per metric (evaluation and test sets
+get half; disentanglement_lib's 10,000 / 5,000 at samples=10000), `batch_size` factor vectors per β-VAE and FactorVAE
+point, `dci_model`, `seed`. A job on a dataset without factors, or with the block null, writes none of them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from vae_sweep.data import ImageData, as_float
+from vae_sweep.errors import ConfigError
+from vae_sweep.evaluate import eval_mode
+from vae_sweep.metrics import DISENTANGLEMENT
+from vae_sweep.models import VAE
+
+log = logging.getLogger(__name__)
+
+
+def check_objectives(cfg: DictConfig, data: ImageData) -> None:
+    """Refuse, in one line, a sweep objective among the disentanglement metrics that this job cannot compute."""
+    wanted = [o for o in ([cfg.objectives] if isinstance(cfg.get("objectives"), str) else cfg.get("objectives") or [])
+              if o in DISENTANGLEMENT]
+    if not wanted:
+        return
+    if data.factors is None:
+        raise ConfigError(f"objectives=[{','.join(cfg.objectives)}]: {', '.join(wanted)} need a dataset with factors "
+                          f"(dataset=sprites or dataset=dsprites); {data.name} has none")
+    if cfg.eval.get("disentanglement") is None:
+        raise ConfigError(f"eval.disentanglement=null: objective {wanted[0]} needs its settings block")
+    if cfg.latent_dim < 2:
+        raise ConfigError(f"latent_dim={cfg.latent_dim}: objective {wanted[0]} needs at least 2 latent dims (MIG "
+                          "takes a gap between the two most informative)")
+
+
+def sample_counts(settings: DictConfig) -> dict[str, int]:
+    """`eval.disentanglement` -> `disentanglement.SampleCounts` keywords: `samples` training points (and points for
+    FactorVAE's variances and for MIG), half as many evaluation/test points, batches of `batch_size`."""
+    n, half = int(settings.samples), max(int(settings.samples) // 2, 10)
+    return {"batch_size": int(settings.batch_size), "factor_vae_variance": n, "mig": n,
+            **{f"{m}_train": n for m in ("beta_vae", "factor_vae", "dci", "sap")},
+            **{f"{m}_{split}": half for m, split in (("beta_vae", "eval"), ("factor_vae", "eval"), ("dci", "test"),
+                                                     ("sap", "test"))}}
+
+
+def representation(model: VAE, data: ImageData, varying: list[int], batch_size: int):
+    """`represent(classes (N, K') int numpy, K' = len(varying)) -> mu (N, L) float numpy`: the other factors at class
+    0, the images through the encoder `batch_size` at a time. Call it inside `eval_mode(model)`."""
+    k = len(data.factors.sizes)
+    device = data.train_x.device
+
+    def represent(classes: np.ndarray) -> np.ndarray:
+        full = torch.zeros(len(classes), k, dtype=torch.long, device=device)  # (N, K)
+        full[:, varying] = torch.as_tensor(classes, dtype=torch.long, device=device)
+        mus = [model.encode(as_float(data.images_for(part)))[0] for part in full.split(batch_size)]  # (b, L) each
+        return torch.cat(mus).float().cpu().numpy()
+    return represent
+
+
+def disentanglement_metrics(model: VAE, data: ImageData, settings: DictConfig, batch_size: int,
+                            out_dir: Path | None = None, kl_per_dim: list[float] | None = None) -> dict[str, float]:
+    """The scores of DISENTANGLEMENT (fractions in [0, 1]) and `disentanglement_seconds`, on posterior means of the
+    whole factor grid. With `out_dir`, also traversals_factors.png (`factor_pictures`); kl_per_dim (L,) in nats
+    orders and labels its rows. The model's train/eval mode is left as it was."""
+    from vae_sweep import disentanglement
+
+    if model.latent_dim < 2:
+        log.warning("disentanglement: skipped, MIG needs at least 2 latent dims (latent_dim=%d)", model.latent_dim)
+        return {}
+    start = time.perf_counter()
+    sizes = data.factors.sizes
+    varying = [k for k, size in enumerate(sizes) if size > 1]
+    with eval_mode(model):
+        represent = representation(model, data, varying, batch_size)
+        scores = disentanglement.evaluate(represent, [sizes[k] for k in varying], seed=int(settings.seed),
+                                          dci_model=str(settings.dci_model), **sample_counts(settings))
+        if out_dir is not None:
+            _save_pictures(model, data, represent, varying, int(settings.samples), int(settings.seed), out_dir,
+                           kl_per_dim)
+    log.info("disentanglement: %s", "  ".join(f"{k}={v:.3g}" for k, v in scores.items()))
+    return {name: scores[name] for name in DISENTANGLEMENT} | {
+        "disentanglement_seconds": round(time.perf_counter() - start, 3)}
+
+
+def _save_pictures(model, data, represent, varying, samples, seed, out_dir, kl_per_dim) -> Path:
+    """MIG's mutual information (L, K') of `samples` fresh independent points, then traversals_factors.png."""
+    from vae_sweep import disentanglement
+    from vae_sweep.disentanglement_sampling import independent_codes
+    from vae_sweep.factor_pictures import save_factor_traversals
+
+    sizes = [data.factors.sizes[k] for k in varying]
+    codes, classes = independent_codes(represent, sizes, samples, np.random.default_rng(seed))
+    info = disentanglement.mig(codes, classes)
+    names = [data.factors.names[k] for k in varying]
+    x0 = as_float(data.val_x[:1])  # (1, C, H, W): traversals.png's example too
+    return save_factor_traversals(model, x0, info["mutual_info"], info["factor_entropy"], names,
+                                  Path(out_dir) / "traversals_factors.png", kl_per_dim)
