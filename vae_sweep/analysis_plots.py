@@ -23,7 +23,7 @@ from matplotlib.ticker import MaxNLocator
 from vae_sweep.analysis import FRONT, SCALARS, completed, history_table
 from vae_sweep.errors import ConfigError
 from vae_sweep.importance import MIN_IMPORTANCE_TRIALS, param_importance
-from vae_sweep.metrics import METRICS
+from vae_sweep.metrics import DISENTANGLEMENT, METRICS
 
 log = logging.getLogger(__name__)
 
@@ -70,17 +70,19 @@ def _beta_norm(beta: pd.Series) -> Normalize:
 
 
 def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
-    """Rate against distortion for every completed trial: colour = beta (log scale), marker = latent_dim,
-    the Pareto front as a step line, and faint lines of equal neg_elbo (D + R = const)."""
+    """Rate against distortion for every completed trial: colour = beta (log scale), marker = latent_dim, marker
+    area = MIG when the sweep has it, the Pareto front as a step line, faint lines of equal neg_elbo (D + R = const)."""
     ok = completed(df, "distortion", "rate", "beta")
     if ok.empty:
         return _no_data("rate_distortion", "no completed trial with a finite distortion and rate")
     fig = Figure(figsize=(7.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
     norm, markers = _beta_norm(ok["beta"]), _markers(ok)
+    by_mig = bool(np.isfinite(ok["mig"]).any())  # a sweep on a dataset with factors: marker area grows with MIG
     for dim, group in ok.groupby("latent_dim"):
         ax.scatter(group["distortion"], group["rate"], c=group["beta"], norm=norm, cmap="viridis",
-                   marker=markers[dim], s=45, edgecolors="0.2", linewidths=0.5, zorder=3)
+                   marker=markers[dim], s=_mig_sizes(group["mig"]) if by_mig else 45, edgecolors="0.2",
+                   linewidths=0.5, zorder=3)
     front = ok[ok["pareto"]].sort_values("distortion")
     ax.step(front["distortion"], front["rate"], where="post", color="crimson", lw=1.5, zorder=2)
     ax.scatter(front["distortion"], front["rate"], s=130, facecolors="none", edgecolors="crimson", zorder=2)
@@ -93,10 +95,18 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
     handles = [Line2D([], [], ls="", marker=m, color="0.5", label=f"{int(d)}") for d, m in markers.items()]
     handles += [Line2D([], [], color="crimson", marker="o", mfc="none", label="Pareto front"),
                 Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo\n(D + R, labelled)")]
+    if by_mig:
+        handles += [Line2D([], [], ls="", marker="o", color="0.5", ms=float(np.sqrt(_mig_sizes(pd.Series([v]))[0])),
+                           label=f"MIG {v:g}") for v in (0.0, 0.25, 0.5)]
     fig.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="outside right upper")
     ax.set(xlabel=METRICS["distortion"].label, ylabel=METRICS["rate"].label,
            title=f"Rate-distortion: {len(ok)} completed trials, {len(front)} on the Pareto front")
     return fig
+
+
+def _mig_sizes(mig: pd.Series) -> np.ndarray:
+    """Marker areas (points²) for MIG values (fractions in [0, 1]): 20 at 0, 45 at 0.1, 270 at 1; NaN as 0."""
+    return 20 + 250 * np.clip(mig.fillna(0).to_numpy(dtype=float), 0, 1)
 
 
 def _iso_elbo(ax, totals: pd.Series) -> None:
@@ -120,12 +130,29 @@ def _iso_elbo(ax, totals: pd.Series) -> None:
 
 
 def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
-    """Each metric against beta (log x), one line per latent_dim."""
+    """Each metric against beta (log x), one line per latent_dim; the disentanglement scores have their own figure."""
     ok = completed(df, "beta")
     ok = ok[ok["beta"] > 0]
-    metrics = [m for m in SCALARS if np.isfinite(ok[m]).any()]
+    metrics = [m for m in SCALARS if m not in (*DISENTANGLEMENT, "disentanglement_seconds") and np.isfinite(ok[m]).any()]
     if ok.empty or not metrics or ok["beta"].nunique() < 2:
         return _no_data("metrics_vs_beta", "fewer than two values of beta among the completed trials")
+    return _against_beta(ok, metrics, f"Metrics against β ({len(ok)} completed trials)")
+
+
+def plot_disentanglement_vs_beta(df: pd.DataFrame) -> Figure | None:
+    """Each disentanglement score (a fraction in [0, 1], 1 perfect) against beta (log x), one line per latent_dim."""
+    ok = completed(df, "beta")
+    ok = ok[ok["beta"] > 0]
+    metrics = [m for m in DISENTANGLEMENT if np.isfinite(ok[m]).any()]
+    if ok.empty or not metrics or ok["beta"].nunique() < 2:
+        return _no_data("disentanglement_vs_beta", "no two values of beta among completed trials with "
+                                                   "disentanglement scores (a dataset with factors: sprites, dsprites)")
+    return _against_beta(ok, metrics, f"Disentanglement against β ({len(ok)} completed trials; 1 is perfect)",
+                         ylim=(0, 1.02))
+
+
+def _against_beta(ok: pd.DataFrame, metrics: list[str], title: str, ylim: tuple | None = None) -> Figure:
+    """One panel per metric against beta (log x), one line per latent_dim: the body of the *_vs_beta figures."""
     ncols = min(3, len(metrics))
     nrows = -(-len(metrics) // ncols)
     fig = Figure(figsize=(4.2 * ncols + 1.2, 3.3 * nrows), layout="constrained")
@@ -138,12 +165,15 @@ def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
             ax.plot(group["beta"], group[metric], marker=markers[dim], color=colors[dim], ms=5, lw=1,
                     label=f"{int(dim)}")
         ax.set_xscale("log")
-        _auto_scale(ax, "y", ok[metric].dropna())
+        if ylim is None:
+            _auto_scale(ax, "y", ok[metric].dropna())
+        else:
+            ax.set_ylim(*ylim)
         ax.set(xlabel="β (log scale)", ylabel=METRICS[metric].label)
     for ax in axes[len(metrics):]:
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), title="latent_dim", loc="outside right upper", fontsize=8)
-    fig.suptitle(f"Metrics against β ({len(ok)} completed trials)")
+    fig.suptitle(title)
     return fig
 
 
@@ -233,6 +263,7 @@ def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
 FIGURES = {  # name -> the figure of a sweep's frame: what it needs computed by the analysis, then drawn
     "rate_distortion": plot_rate_distortion,
     "metrics_vs_beta": plot_metrics_vs_beta,
+    "disentanglement_vs_beta": plot_disentanglement_vs_beta,
     "history": lambda df: plot_history(history_table(df)),
     "importance": lambda df: plot_importance(param_importance(df)),
     "pareto_pictures": plot_pareto_pictures,

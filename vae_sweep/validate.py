@@ -201,7 +201,8 @@ def check_objectives(cfg: DictConfig) -> None:
 
 
 def check_sweeper(cfg: DictConfig) -> None:
-    """`hydra.sweeper`'s settings (for the sweepers vae_sweep.config knows), and one direction per objective."""
+    """`hydra.sweeper`'s settings (for the sweepers vae_sweep.config knows), and one direction per objective, each
+    the registry's (`vae_sweep.metrics`): a mismatch in count or in sign is refused in one line."""
     sweeper = cfg.hydra.sweeper
     schema = SCHEMAS.get(sweeper.get("_target_"))
     if schema is None:
@@ -211,6 +212,10 @@ def check_sweeper(cfg: DictConfig) -> None:
     if len(directions) != len(objectives):
         raise ConfigError(f"objectives={show(objectives)}: hydra.sweeper.direction={show(directions)} asks for "
                           f"{len(directions)}; give one objective per direction")
+    wrong = next((o for o, d in zip(objectives, directions) if o in METRICS and METRICS[o].direction != d), None)
+    if wrong is not None:  # maximising a distortion, or minimising MIG, optimises the wrong way
+        raise ConfigError(f"hydra.sweeper.direction={show(directions)}: {wrong} is {METRICS[wrong].direction}d; give "
+                          f"hydra.sweeper.direction={show([METRICS[o].direction for o in objectives])}")
 
 
 # --- the command line, before Hydra starts -------------------------------------------------------------------------
