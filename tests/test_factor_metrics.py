@@ -28,7 +28,7 @@ from helpers import CONF, cli, compose_config
 
 SMALL = {"orientation": 13, "posX": 8, "posY": 8}  # 3 x 6 x 4 x 4 x 4 = 1,152 sprites
 TINY = ["dataset=sprites", "debug=tiny", "dataset.stride={orientation:13,posX:8,posY:8}", "dataset.val_size=100",
-        "eval.disentanglement.samples=40", "eval.disentanglement.batch_size=4", "eval.iwae_k=0"]
+        "eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20", "eval.disentanglement.batch_size=4", "eval.iwae_k=0"]
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +51,11 @@ def test_scores_are_maximised_fractions_in_the_registry():
 
 
 def test_samples_10000_are_disentanglement_libs_counts():
-    cfg = compose_config(["eval.disentanglement.samples=10000"])
+    cfg = compose_config(["eval.disentanglement.batch_points=10000"])
     assert SampleCounts(**sample_counts(cfg.eval.disentanglement)) == SampleCounts()
-    counts = sample_counts(compose_config().eval.disentanglement)  # the CPU default: a tenth
-    assert counts["mig"] == counts["dci_train"] == 1000 and counts["sap_test"] == 500 and counts["batch_size"] == 64
+    counts = sample_counts(compose_config().eval.disentanglement)  # the CPU default: a tenth of the batch metrics
+    assert counts["mig"] == counts["dci_train"] == 10000 and counts["sap_test"] == 5000 and counts["batch_size"] == 64
+    assert counts["beta_vae_train"] == counts["factor_vae_train"] == 1000 and counts["factor_vae_eval"] == 500
 
 
 @pytest.mark.parametrize("override, message", [

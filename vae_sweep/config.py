@@ -94,7 +94,8 @@ DEVICE = Match(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
 
 @dataclass
 class Disentanglement:  # eval.disentanglement: the metrics of datasets with factors (vae_sweep/factor_metrics.py)
-    samples: Annotated[int, Range(ge=20)]  # training points per metric; evaluation/test sets get half
+    samples: Annotated[int, Range(ge=20)]  # MIG, DCI, SAP training points, FactorVAE variance points; tests: half
+    batch_points: Annotated[int, Range(ge=20)]  # β-VAE and FactorVAE training points; evaluation: half
     batch_size: Annotated[int, Range(ge=2)]  # factor vectors per β-VAE / FactorVAE point (a variance needs 2)
     dci_model: Literal["hist", "gbt"]
     seed: Seed

@@ -6,9 +6,9 @@ factor classes from the dataset's grid as each metric prescribes and scores them
 registry's DISENTANGLEMENT (`vae_sweep.metrics`), with `disentanglement_seconds` their wall time. Factors with one
 class (a stride that keeps one shape, say) are held at class 0 and left out: their entropy is 0.
 
-Settings: `eval.disentanglement` (conf/config.yaml): `samples` training points per metric (evaluation and test sets
-get half; disentanglement_lib's 10,000 / 5,000 at samples=10000), `batch_size` factor vectors per β-VAE and FactorVAE
-point, `dci_model`, `seed`. A job on a dataset without factors, or with the block null, writes none of them.
+Settings: `eval.disentanglement` (conf/config.yaml): `samples` training points of MIG, DCI and SAP (one image each),
+`batch_points` training points of β-VAE and FactorVAE (a batch of `batch_size` images each: the cost), evaluation and
+test sets half as many (disentanglement_lib: 10,000 and 5,000 of each), `dci_model`, `seed`. A job on a dataset without factors, or with the block null, writes none of them.
 """
 
 from __future__ import annotations
@@ -47,13 +47,13 @@ def check_objectives(cfg: DictConfig, data: ImageData) -> None:
 
 
 def sample_counts(settings: DictConfig) -> dict[str, int]:
-    """`eval.disentanglement` -> `disentanglement.SampleCounts` keywords: `samples` training points (and points for
-    FactorVAE's variances and for MIG), half as many evaluation/test points, batches of `batch_size`."""
-    n, half = int(settings.samples), max(int(settings.samples) // 2, 10)
+    """`eval.disentanglement` -> `disentanglement.SampleCounts` keywords: `samples` training points for MIG, DCI and
+    SAP and points for FactorVAE's variances, `batch_points` training points for β-VAE and FactorVAE (each a batch of
+    `batch_size` factor vectors), and half as many evaluation/test points as training points."""
+    n, b = int(settings.samples), int(settings.batch_points)
     return {"batch_size": int(settings.batch_size), "factor_vae_variance": n, "mig": n,
-            **{f"{m}_train": n for m in ("beta_vae", "factor_vae", "dci", "sap")},
-            **{f"{m}_{split}": half for m, split in (("beta_vae", "eval"), ("factor_vae", "eval"), ("dci", "test"),
-                                                     ("sap", "test"))}}
+            "dci_train": n, "dci_test": n // 2, "sap_train": n, "sap_test": n // 2,
+            "beta_vae_train": b, "beta_vae_eval": b // 2, "factor_vae_train": b, "factor_vae_eval": b // 2}
 
 
 def representation(model: VAE, data: ImageData, varying: list[int], batch_size: int):
