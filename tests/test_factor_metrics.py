@@ -14,6 +14,7 @@ import torch
 import yaml
 from omegaconf import OmegaConf
 
+from helpers import CONF, cli, compose_config
 from vae_sweep import data, sprites
 from vae_sweep.analysis import load_sweep
 from vae_sweep.analysis_plots import FIGURES, plot_disentanglement_vs_beta, plot_rate_distortion, save_figures
@@ -24,11 +25,10 @@ from vae_sweep.factor_pictures import dominant_factors, traversal_labels
 from vae_sweep.metrics import DISENTANGLEMENT, METRICS, OBJECTIVES
 from vae_sweep.validate import check_argv, validate
 
-from helpers import CONF, cli, compose_config
-
 SMALL = {"orientation": 13, "posX": 8, "posY": 8}  # 3 x 6 x 4 x 4 x 4 = 1,152 sprites
 TINY = ["dataset=sprites", "debug=tiny", "dataset.stride={orientation:13,posX:8,posY:8}", "dataset.val_size=100",
-        "eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20", "eval.disentanglement.batch_size=4", "eval.iwae_k=0"]
+        "eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20",
+        "eval.disentanglement.batch_size=4", "eval.iwae_k=0"]
 
 
 @pytest.fixture(scope="module")

@@ -133,7 +133,8 @@ def plot_metrics_vs_beta(df: pd.DataFrame) -> Figure | None:
     """Each metric against beta (log x), one line per latent_dim; the disentanglement scores have their own figure."""
     ok = completed(df, "beta")
     ok = ok[ok["beta"] > 0]
-    metrics = [m for m in SCALARS if m not in (*DISENTANGLEMENT, "disentanglement_seconds") and np.isfinite(ok[m]).any()]
+    own_figure = (*DISENTANGLEMENT, "disentanglement_seconds")
+    metrics = [m for m in SCALARS if m not in own_figure and np.isfinite(ok[m]).any()]
     if ok.empty or not metrics or ok["beta"].nunique() < 2:
         return _no_data("metrics_vs_beta", "fewer than two values of beta among the completed trials")
     return _against_beta(ok, metrics, f"Metrics against β ({len(ok)} completed trials)")

@@ -8,7 +8,8 @@ class (a stride that keeps one shape, say) are held at class 0 and left out: the
 
 Settings: `eval.disentanglement` (conf/config.yaml): `samples` training points of MIG, DCI and SAP (one image each),
 `batch_points` training points of β-VAE and FactorVAE (a batch of `batch_size` images each: the cost), evaluation and
-test sets half as many (disentanglement_lib: 10,000 and 5,000 of each), `dci_model`, `seed`. A job on a dataset without factors, or with the block null, writes none of them.
+test sets half as many (disentanglement_lib: 10,000 and 5,000 of each), `dci_model`, `seed`. A job on a dataset
+without factors, or with the block null, writes none of them.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""traversals_factors.png: the traversals of `traversals.png`, each row labelled with the factor its latent dim captures.
+"""traversals_factors.png: the traversals of `traversals.png`, each row labelled with the factor its dim captures.
 
 A dim's factor is the one it shares most of its entropy with, by MIG's mutual information matrix
 (`disentanglement.mig(...)['mutual_info']`, (L, K) in nats, over each factor's entropy (K,) in nats); a dim that holds
