@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from vae_sweep.analysis import load_sweep
+from vae_sweep.analysis_plots import save_figures
 from vae_sweep.metrics import DISENTANGLEMENT, METRICS
 
 SMOKE = ["epochs=1", "max_batches=3", "dataset.stride={orientation:13,posX:8,posY:8}", "dataset.val_size=100",
@@ -63,17 +64,24 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "vae_sweep_data"),
                         help="where the drawn sprites are cached between runs")
     parser.add_argument("--smoke", action="store_true", help="a coarse grid and 3 steps: checks the script runs")
+    parser.add_argument("--out", help="keep the sweep (and its analysis figures) in OUT/sweep; default: a temporary "
+                                      "folder, removed")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = command(args, Path(tmp))
-        print("$", " ".join(cmd[1:]), flush=True)
+        folder = Path(args.out or tmp).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        cmd = command(args, folder)
+        print("$ python", " ".join(cmd[1:]), flush=True)
         start = time.perf_counter()
-        done = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True)
+        done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             sys.exit(f"the sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
         print(f"\n### β sweep on sprites: {len(args.betas.split(','))} trials in {seconds:.0f} s wall\n")
-        print(table(Path(tmp) / "sweep"))
+        print(table(folder / "sweep"))
+        if args.out:
+            paths = save_figures(load_sweep(folder / "sweep"), folder / "sweep" / "analysis")
+            print("\nfigures:", ", ".join(str(p) for p in paths.values()))
 
 
 if __name__ == "__main__":

@@ -33,12 +33,13 @@ log = logging.getLogger(__name__)
 
 def check_objectives(cfg: DictConfig, data: ImageData) -> None:
     """Refuse, in one line, a sweep objective among the disentanglement metrics that this job cannot compute."""
-    wanted = [o for o in ([cfg.objectives] if isinstance(cfg.get("objectives"), str) else cfg.get("objectives") or [])
-              if o in DISENTANGLEMENT]
+    named = cfg.get("objectives") or []
+    named = [named] if isinstance(named, str) else list(named)
+    wanted = [o for o in named if o in DISENTANGLEMENT]
     if not wanted:
         return
     if data.factors is None:
-        raise ConfigError(f"objectives=[{','.join(cfg.objectives)}]: {', '.join(wanted)} need a dataset with factors "
+        raise ConfigError(f"objectives=[{','.join(named)}]: {', '.join(wanted)} need a dataset with factors "
                           f"(dataset=sprites or dataset=dsprites); {data.name} has none")
     if cfg.eval.get("disentanglement") is None:
         raise ConfigError(f"eval.disentanglement=null: objective {wanted[0]} needs its settings block")
