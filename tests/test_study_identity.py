@@ -94,8 +94,8 @@ def test_an_explicit_study_name_holding_another_experiment_is_refused(tmp_path):
     res = cli([*named, "model=conv", "epochs=2", "hydra.sweep.dir=b"], cwd=tmp_path)
     assert res.returncode != 0
     assert res.stderr.strip().splitlines() == [
-        "error: study 'mine' in sqlite:///multirun/mine.db holds another experiment (epochs: study has 1, this "
-        "command has 2; model: study has mlp, this command has conv): drop the hydra.sweeper.study_name override "
+        "error: study 'mine' in sqlite:///multirun/mine.db holds another experiment (epochs: study has the default, "
+        "this command has 2; model: study has mlp, this command has conv): drop the hydra.sweeper.study_name override "
         "to get a study of this command's own, or pick another name"]
     study = optuna.load_study(study_name="mine", storage=f"sqlite:///{tmp_path}/multirun/mine.db")
     assert len(study.trials) == 1 and study.user_attrs["settings"] == DEFAULTS | FAST_SETTINGS

@@ -81,7 +81,7 @@ CLI_CASES = {
     "--multirun hydra.sweeper.max_failure_rate=2": "hydra.sweeper.max_failure_rate=2: must be a number from 0 to 1",
     "--multirun hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0: must be an integer >= 1, or -1 for one per core",
     "--multirun hydra.sweeper.direction=up": "hydra.sweeper.direction=up: must be minimize or maximize, or a list of them",
-    "--multirun objectives=[foo]": "objectives=[foo]: must be one or more of distortion, rate, neg_elbo, mse, iwae_nll",
+    "--multirun objectives=[foo]": "objectives=[foo]: must be one or more of distortion, rate, neg_elbo, iwae_nll, mse",
     "--multirun objectives=[neg_elbo]": "objectives=[neg_elbo]: hydra.sweeper.direction=[minimize,minimize] asks "
                                         "for 2; give one objective per direction",
     "--multirun loss=ae": "objectives=[distortion,rate]: loss=ae has no rate; choose from distortion, mse",
