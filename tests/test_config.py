@@ -23,7 +23,7 @@ def test_every_group_has_its_options():
     assert options("scheduler") == ["exponential", "none", "step"]
     assert options("dataset") == ["celeba", "cifar10", "digits", "dsprites", "fashion_mnist", "mnist", "mnist_5k", "sprites"]
     assert options("likelihood") == ["bernoulli", "gaussian"]
-    assert options("sweep") == ["elbo", "grid", "pareto"]
+    assert options("sweep") == ["curve", "elbo", "grid", "pareto"]
 
 
 @pytest.mark.parametrize("option", options("loss"))
@@ -78,7 +78,8 @@ def test_sweeps_compose(sweep):
     else:
         assert sweeper._target_.endswith("VaeOptunaSweeper") and sweeper.storage.startswith("sqlite:///")
         assert set(sweeper.params) >= {"latent_dim", "lr"}
-    assert cfg.get("objectives") == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": None}[sweep]
+    assert cfg.get("objectives") == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": None,
+                                       "curve": ["curve_hypervolume"]}[sweep]
 
 
 def test_a_single_job_composes_no_sweep_and_multirun_defaults_to_pareto():

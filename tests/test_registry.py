@@ -24,7 +24,7 @@ def test_columns_labels_and_units_block_come_from_one_entry():
     assert METRICS["mse"].column == "mse_per_pixel" and METRICS["active_units"].column == "active_units"
     block = units_block()
     assert set(block) == set(METRICS) and block["rate"].startswith("nats per example: KL")
-    assert set(OBJECTIVES) == {"distortion", "rate", "neg_elbo", "iwae_nll", "mse"}
+    assert set(OBJECTIVES) == {"distortion", "rate", "neg_elbo", "iwae_nll", "mse", "curve_hypervolume"}
     assert [m for m in OBJECTIVES if not METRICS[m].needs_rate] == ["distortion", "mse"]
 
 
