@@ -23,7 +23,7 @@ def test_every_group_has_its_options():
     assert options("scheduler") == ["exponential", "none", "step"]
     assert options("dataset") == ["celeba", "cifar10", "digits", "dsprites", "fashion_mnist", "mnist", "mnist_5k", "sprites"]
     assert options("likelihood") == ["bernoulli", "gaussian"]
-    assert options("sweep") == ["disentangle", "elbo", "grid", "pareto"]
+    assert options("sweep") == ["curve", "disentangle", "elbo", "grid", "pareto"]
 
 
 @pytest.mark.parametrize("option", options("loss"))
@@ -79,7 +79,7 @@ def test_sweeps_compose(sweep):
         assert sweeper._target_.endswith("VaeOptunaSweeper") and sweeper.storage.startswith("sqlite:///")
         assert set(sweeper.params) >= ({"beta"} if sweep == "disentangle" else {"latent_dim", "lr"})
     assert cfg.get("objectives") == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": None,
-                                     "disentangle": ["distortion", "mig"]}[sweep]
+                                     "curve": ["curve_hypervolume"], "disentangle": ["distortion", "mig"]}[sweep]
 
 
 def test_a_single_job_composes_no_sweep_and_multirun_defaults_to_pareto():

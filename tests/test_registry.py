@@ -25,7 +25,7 @@ def test_columns_labels_and_units_block_come_from_one_entry():
     block = units_block()
     assert set(block) == set(METRICS) and block["rate"].startswith("nats per example: KL")
     scores = {"beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness", "dci_informativeness", "sap"}
-    assert set(OBJECTIVES) == {"distortion", "rate", "neg_elbo", "iwae_nll", "mse"} | scores
+    assert set(OBJECTIVES) == {"distortion", "rate", "neg_elbo", "iwae_nll", "mse", "curve_hypervolume"} | scores
     assert [m for m in OBJECTIVES if not METRICS[m].needs_rate] == ["distortion", "mse", *sorted(scores, key=list(
         OBJECTIVES).index)]
 

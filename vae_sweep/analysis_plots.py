@@ -1,10 +1,11 @@
 """Figures of a sweep: they draw what the analysis computed, and compute nothing themselves.
 
 Each `plot_*` function takes a frame: the sweep's (`vae_sweep.analysis.load_sweep`, Pareto flags included),
-its history (`analysis.history_table`) or its parameter importance (`importance.param_importance`). It returns a
-`matplotlib.figure.Figure` (no pyplot, so it runs headless), or None after logging a warning
-`<name>: no figure: <why>` when there is nothing to draw. FIGURES makes each figure from the sweep's frame, and
-`save_figures` writes the ones that exist. Axis labels are the registry's (`vae_sweep.metrics`), units included.
+its history (`analysis.history_table`), its parameter importance (`importance.param_importance`) or its curves
+(`analysis_curves.curve_table`). It returns a `matplotlib.figure.Figure` (no pyplot, so it runs headless), or None
+after logging a warning `<name>: no figure: <why>` when there is nothing to draw. FIGURES makes each figure from
+the sweep's frame, and `save_figures` writes the ones that exist. Axis labels are the registry's
+(`vae_sweep.metrics`), units included.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from vae_sweep.analysis import FRONT, SCALARS, completed, history_table
+from vae_sweep.analysis_curves import curve_table
 from vae_sweep.errors import ConfigError
 from vae_sweep.importance import MIN_IMPORTANCE_TRIALS, param_importance
 from vae_sweep.metrics import DISENTANGLEMENT, METRICS
@@ -261,6 +263,34 @@ def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def plot_curves(curves: pd.DataFrame) -> Figure | None:
+    """Every trial's curve (`analysis_curves.curve_table`: distortion against rate along β, thin, one colour per
+    latent_dim) and the Pareto front of all their points together (thick), its hypervolume in the title."""
+    if curves.empty:
+        return _no_data("curves", curves.attrs.get("why", "no curve points"))
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    dims = sorted(curves["latent_dim"].dropna().unique())
+    colors = {d: f"C{i % 10}" for i, d in enumerate(dims)}
+    for (_, dim), curve in curves.groupby(["trial", "latent_dim"], dropna=False, sort=True):
+        curve = curve.sort_values("beta")
+        ax.plot(curve["rate"], curve["distortion"], "o-", ms=3, lw=0.9, alpha=0.8, color=colors.get(dim, "0.5"))
+    front = curves[curves["front"]].sort_values("rate")
+    ax.step(front["rate"], front["distortion"], where="post", color="crimson", lw=2.5, zorder=3)
+    ax.plot(front["rate"], front["distortion"], "o", ms=6, color="crimson", zorder=3)
+    handles = [Line2D([], [], color=c, lw=0.9, marker="o", ms=3, label=f"{int(d)}") for d, c in colors.items()]
+    handles.append(Line2D([], [], color="crimson", lw=2.5, marker="o", label="front of all curves"))
+    ax.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="upper right")
+    ax.set(xlabel=METRICS["rate"].label, ylabel=METRICS["distortion"].label)
+    reference, n = curves.attrs.get("reference"), curves["trial"].nunique()
+    title = f"{n} curve{'s' if n != 1 else ''} (one per trial), {len(front)} points on their front"
+    if reference is not None:
+        title += (f"\nfront's hypervolume {curves.attrs['hypervolume']:,.0f} {METRICS['curve_hypervolume'].unit.axis}"
+                  f" against (D, R) = ({reference[0]:.1f}, {reference[1]:.1f})")
+    ax.set_title(title, fontsize="medium")
+    return fig
+
+
 FIGURES = {  # name -> the figure of a sweep's frame: what it needs computed by the analysis, then drawn
     "rate_distortion": plot_rate_distortion,
     "metrics_vs_beta": plot_metrics_vs_beta,
@@ -268,4 +298,5 @@ FIGURES = {  # name -> the figure of a sweep's frame: what it needs computed by 
     "history": lambda df: plot_history(history_table(df)),
     "importance": lambda df: plot_importance(param_importance(df)),
     "pareto_pictures": plot_pareto_pictures,
+    "curves": lambda df: plot_curves(curve_table(df)),
 }

@@ -70,7 +70,7 @@ _ALL = (
     Metric("active_units", COUNT, "latent dims with Var_x(E_q[z_i]) > 0.01 (Burda et al. 2016)", needs_rate=True),
     Metric("curve_hypervolume", NATS2, "loss=multirate: area of the (distortion, rate) plane its curve dominates, "
            "against (P ln 2, P ln 2) nats, P = pixel values per image (vae_sweep/curve.py)", needs_rate=True,
-           direction="maximize"),
+           objective=True, direction="maximize"),
     # Disentanglement (vae_sweep/disentanglement.py), on datasets with factors: posterior means of images sampled from
     # the factor grid as each metric prescribes. Scores higher is better; a random code scores near 0 (β-VAE and
     # FactorVAE: near chance, 1 / number of factors).

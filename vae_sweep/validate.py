@@ -192,6 +192,10 @@ def check_objectives(cfg: DictConfig) -> None:
     objectives = listed(cfg.objectives)
     if not objectives or any(o not in OBJECTIVES for o in objectives):
         raise ConfigError(f"objectives={show(objectives)}: name one or more of {', '.join(OBJECTIVES)}")
+    loss = OmegaConf.select(cfg, "loss._target_", default="")
+    if "curve_hypervolume" in objectives and not str(loss).endswith(".MultiRateLoss"):
+        raise ConfigError(f"objectives={show(objectives)}: needs loss=multirate, the loss whose run draws the "
+                          f"whole curve (or use sweep=curve); this loss is {str(loss).rsplit('.', 1)[-1] or 'none'}")
     stochastic = OmegaConf.select(cfg, "loss._target_", default="").rsplit(".", 1)[-1] != "AutoencoderLoss"
     if not stochastic and any(METRICS[o].needs_rate for o in objectives):
         without_rate = ", ".join(o for o in OBJECTIVES if not METRICS[o].needs_rate)
