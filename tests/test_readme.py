@@ -30,7 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from helpers import CONF, REPO
 
-SHRINK = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false"]
+SHRINK = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false",
+          "eval.disentanglement.samples=200", "eval.disentanglement.batch_points=20"]  # only where factors exist
 N_TRIALS = 2  # trials in every Optuna study the README's sweeps make here
 PREFIXES = ("python -m vae_sweep", "python scripts/analyze.py")
 PLACEHOLDER = "<sweep dir>"
