@@ -54,9 +54,29 @@ class Mode:
 
 SECTIONS = ["loops", "flops", "eval", "sweep", "parallel"]
 MODES = {
-    "full": Mode(repeats=7, eval_repeats=3, iwae_k=100, sweep_trials=6, sweep_epochs=None, pair_trials=6, pair_epochs=5, pair_rounds=2),
-    "quick": Mode(repeats=4, eval_repeats=2, iwae_k=100, sweep_trials=3, sweep_epochs=3, pair_trials=4, pair_epochs=3, pair_rounds=1),
-    "smoke": Mode(repeats=1, eval_repeats=1, iwae_k=5, sweep_trials=0, sweep_epochs=1, pair_trials=0, pair_epochs=1, pair_rounds=0),
+    "full": Mode(
+        repeats=7,
+        eval_repeats=3,
+        iwae_k=100,
+        sweep_trials=6,
+        sweep_epochs=None,
+        pair_trials=6,
+        pair_epochs=5,
+        pair_rounds=2,
+    ),
+    "quick": Mode(
+        repeats=4,
+        eval_repeats=2,
+        iwae_k=100,
+        sweep_trials=3,
+        sweep_epochs=3,
+        pair_trials=4,
+        pair_epochs=3,
+        pair_rounds=1,
+    ),
+    "smoke": Mode(
+        repeats=1, eval_repeats=1, iwae_k=5, sweep_trials=0, sweep_epochs=1, pair_trials=0, pair_epochs=1, pair_rounds=0
+    ),
 }
 
 
@@ -84,8 +104,10 @@ def table(title: str, header: list[str], rows: list[list], note: str = "") -> No
     """Print a markdown table, with a note of the samples that other processes disturbed since the last one."""
     retaken, kept = harness.DISTURBANCE.take()
     if retaken or kept:
-        note += (f"{' ' if note else ''}Other processes used the CPU during {retaken + kept} samples: {retaken} were "
-                 f"re-taken, {kept} kept after {harness.RETRIES} re-takes (figures resting on kept samples are less reliable).")
+        note += (
+            f"{' ' if note else ''}Other processes used the CPU during {retaken + kept} samples: {retaken} were "
+            f"re-taken, {kept} kept after {harness.RETRIES} re-takes (figures resting on kept samples are less reliable)."
+        )
     print(f"\n### {title}\n")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")
@@ -103,12 +125,20 @@ def _cell(v) -> str:
 
 
 def machine(threads: int) -> None:
-    cpu = next((line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor())
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in _cpuinfo() if line.startswith("model name")), platform.processor()
+    )
     flags = next((line.split(":", 1)[1].split() for line in _cpuinfo() if line.startswith("flags")), [])
     bf16 = "yes" if {"avx512_bf16", "amx_bf16"} & set(flags) else "no"
-    rows = [["CPU", cpu], ["cores (usable)", str(cpu_count())], ["torch threads", str(threads)],
-            ["native bf16 (avx512_bf16/amx_bf16)", bf16], ["torch", torch.__version__],
-            ["python", platform.python_version()], ["load average at start (1 min)", f"{os.getloadavg()[0]:.2f}"]]
+    rows = [
+        ["CPU", cpu],
+        ["cores (usable)", str(cpu_count())],
+        ["torch threads", str(threads)],
+        ["native bf16 (avx512_bf16/amx_bf16)", bf16],
+        ["torch", torch.__version__],
+        ["python", platform.python_version()],
+        ["load average at start (1 min)", f"{os.getloadavg()[0]:.2f}"],
+    ]
     if torch.cuda.is_available():
         rows.append(["GPU", torch.cuda.get_device_name()])
     table("Machine", ["", ""], rows)
@@ -126,11 +156,30 @@ def loops(device: torch.device, mode: Mode) -> None:
     for model in ("mlp", "conv"):
         log.info("loops: model=%s on %s", model, device)
         r = alternate(loop_contenders(config(f"model={model}"), device), mode.repeats, device)
-        rows.append([model, str(device), r["vae_sweep"], r["dataloader"], r["in_memory"],
-                     f"{r['vae_sweep'] / r['dataloader']:.2f}x", f"{r['vae_sweep'] / r['in_memory']:.2f}x"])
-    table(f"Training loop on {device.type}: examples/s (an epoch of mnist_5k in batches of 128; median of {mode.repeats})",
-          ["model", "device", "vae_sweep train_epoch", "DataLoader + ToTensor per sample", "in-memory plain loop",
-           "vs DataLoader", "vs in-memory"], rows)
+        rows.append(
+            [
+                model,
+                str(device),
+                r["vae_sweep"],
+                r["dataloader"],
+                r["in_memory"],
+                f"{r['vae_sweep'] / r['dataloader']:.2f}x",
+                f"{r['vae_sweep'] / r['in_memory']:.2f}x",
+            ]
+        )
+    table(
+        f"Training loop on {device.type}: examples/s (an epoch of mnist_5k in batches of 128; median of {mode.repeats})",
+        [
+            "model",
+            "device",
+            "vae_sweep train_epoch",
+            "DataLoader + ToTensor per sample",
+            "in-memory plain loop",
+            "vs DataLoader",
+            "vs in-memory",
+        ],
+        rows,
+    )
 
 
 def flops(device: torch.device, mode: Mode) -> None:
@@ -142,12 +191,17 @@ def flops(device: torch.device, mode: Mode) -> None:
     contenders = {"matmul": matmul(device)} | {bs: ours(config(f"batch_size={bs}"), device, epochs=2) for bs in step}
     r = alternate(contenders, mode.repeats, device)
     peak = r["matmul"] / 1e9
-    rows = [[bs, r[bs], step[bs] / 1e9, r[bs] * step[bs] / bs / 1e9, f"{100 * r[bs] * step[bs] / bs / 1e9 / peak:.0f}%"]
-            for bs in step]
-    table(f"mlp on {device.type} against the measured matmul peak ({peak:.0f} GFLOP/s, fp32 2048^3, median of {mode.repeats})",
-          ["batch", "examples/s", "GFLOP per step", "GFLOP/s", "of peak"], rows,
-          "FLOPs per step = 3 x sum over nn.Linear of 2 x in x out x batch (forward 2mnk, backward twice that); "
-          "biases, activations, loss and optimiser not counted.")
+    rows = [
+        [bs, r[bs], step[bs] / 1e9, r[bs] * step[bs] / bs / 1e9, f"{100 * r[bs] * step[bs] / bs / 1e9 / peak:.0f}%"]
+        for bs in step
+    ]
+    table(
+        f"mlp on {device.type} against the measured matmul peak ({peak:.0f} GFLOP/s, fp32 2048^3, median of {mode.repeats})",
+        ["batch", "examples/s", "GFLOP per step", "GFLOP/s", "of peak"],
+        rows,
+        "FLOPs per step = 3 x sum over nn.Linear of 2 x in x out x batch (forward 2mnk, backward twice that); "
+        "biases, activations, loss and optimiser not counted.",
+    )
 
 
 def evaluation(device: torch.device, mode: Mode) -> None:
@@ -158,13 +212,18 @@ def evaluation(device: torch.device, mode: Mode) -> None:
         parts, n = fresh_parts(cfg, data, device), len(data.val_x)
         log.info("evaluation: model=%s", model)
         contenders = {
-            "val": lambda: (validation_terms(parts.model, parts.likelihood, data.val_x, True, cfg.eval.batch_size), n)[1],
+            "val": lambda: (validation_terms(parts.model, parts.likelihood, data.val_x, True, cfg.eval.batch_size), n)[
+                1
+            ],
             "iwae": lambda: (iwae_nll(parts.model, parts.likelihood, data.val_x, mode.iwae_k), n)[1],
         }
         r = alternate(contenders, mode.eval_repeats, device)
         rows.append([model, r["val"], r["iwae"], r["iwae"] * mode.iwae_k])
-    table(f"Evaluation on {device.type}: examples/s over the 500 validation images (median of {mode.eval_repeats})",
-          ["model", "validation_terms", f"iwae_nll (k={mode.iwae_k})", "IWAE decoded samples/s"], rows)
+    table(
+        f"Evaluation on {device.type}: examples/s over the 500 validation images (median of {mode.eval_repeats})",
+        ["model", "validation_terms", f"iwae_nll (k={mode.iwae_k})", "IWAE decoded samples/s"],
+        rows,
+    )
 
 
 def quiet_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
@@ -189,19 +248,42 @@ def sweep_overhead(mode: Mode, tmp: Path) -> None:
     run = quiet_sweep(tmp / "overhead", mode.sweep_trials, epochs)
     o = overhead(run, default_epochs)
     trial = f"{o['trial']:.2f}" + (f" (est. from {mode.sweep_epochs}-epoch trials)" if o["trial_estimated"] else "")
-    table(f"Sweep overhead: {mode.sweep_trials} trials one at a time, default trial settings "
-          f"{'but ' + epochs[0] if epochs else ''}(seconds)",
-          ["per-trial overhead", "% of a default trial", "default trial (job wall_seconds)", "launch -> job start",
-           "job end -> next launch", "start-up, once per sweep", "shut-down, once", "first job (loads the data)"],
-          [[o["per_trial"], f"{100 * o['per_trial'] / o['trial']:.2f}%", trial, o["before_job"], o["after_job"],
-            o["startup"], o["shutdown"], o["job_seconds_first"]]],
-          "per-trial overhead = launch of trial i to launch of trial i+1, less trial i's wall_seconds (median). "
-          f"Other processes used {100 * run.others:.0f}% of the CPU meanwhile.")
+    table(
+        f"Sweep overhead: {mode.sweep_trials} trials one at a time, default trial settings "
+        f"{'but ' + epochs[0] if epochs else ''}(seconds)",
+        [
+            "per-trial overhead",
+            "% of a default trial",
+            "default trial (job wall_seconds)",
+            "launch -> job start",
+            "job end -> next launch",
+            "start-up, once per sweep",
+            "shut-down, once",
+            "first job (loads the data)",
+        ],
+        [
+            [
+                o["per_trial"],
+                f"{100 * o['per_trial'] / o['trial']:.2f}%",
+                trial,
+                o["before_job"],
+                o["after_job"],
+                o["startup"],
+                o["shutdown"],
+                o["job_seconds_first"],
+            ]
+        ],
+        "per-trial overhead = launch of trial i to launch of trial i+1, less trial i's wall_seconds (median). "
+        f"Other processes used {100 * run.others:.0f}% of the CPU meanwhile.",
+    )
 
 
 def parallel_sweeps(mode: Mode, tmp: Path) -> None:
     common = [f"epochs={mode.pair_epochs}"] if mode.pair_epochs else []
-    ways = {"serial, 2 threads": common, "parallel, 2 x 1 thread": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common]}
+    ways = {
+        "serial, 2 threads": common,
+        "parallel, 2 x 1 thread": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *common],
+    }
     samples: dict[str, list[tuple[float, ...]]] = {w: [] for w in ways}
     others = []
     order = [w for r in range(mode.pair_rounds) for w in (list(ways) if r % 2 == 0 else list(ways)[::-1])]  # ABBA
@@ -213,12 +295,15 @@ def parallel_sweeps(mode: Mode, tmp: Path) -> None:
     med = {w: [statistics.median(column) for column in zip(*v)] for w, v in samples.items()}
     base = med["serial, 2 threads"]
     rows = [[w, *(cell for m, b in zip(rates, base) for cell in (m, f"{m / b:.2f}x"))] for w, rates in med.items()]
-    table(f"Trials per minute, {mode.pair_trials} trials of {mode.pair_epochs or 'default'} epochs "
-          f"(median of {mode.pair_rounds} each, ABBA order)",
-          ["how", "whole command", "ratio", "first launch -> last job end", "ratio", "after the first batch", "ratio"],
-          rows, "After the first batch: from the second launch to the last job's end, once the launcher's workers "
-          "have started and imported everything; the rate a long sweep approaches. Other processes used at most "
-          f"{100 * max(others):.0f}% of the CPU during these sweeps.")
+    table(
+        f"Trials per minute, {mode.pair_trials} trials of {mode.pair_epochs or 'default'} epochs "
+        f"(median of {mode.pair_rounds} each, ABBA order)",
+        ["how", "whole command", "ratio", "first launch -> last job end", "ratio", "after the first batch", "ratio"],
+        rows,
+        "After the first batch: from the second launch to the last job's end, once the launcher's workers "
+        "have started and imported everything; the rate a long sweep approaches. Other processes used at most "
+        f"{100 * max(others):.0f}% of the CPU during these sweeps.",
+    )
 
 
 def extras(mode: Mode) -> None:
@@ -234,9 +319,17 @@ def main() -> None:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="fewer repeats and shorter sweeps")
     size.add_argument("--smoke", action="store_true", help="one repeat, no sweeps: proves the script runs")
-    parser.add_argument("--extras", action="store_true", help="also Adam's implementations, bf16 autocast, torch.compile")
-    parser.add_argument("--only", nargs="+", choices=[*SECTIONS, "extras"], default=SECTIONS, metavar="SECTION",
-                        help=f"run only these sections, of: {' '.join(SECTIONS)} extras")
+    parser.add_argument(
+        "--extras", action="store_true", help="also Adam's implementations, bf16 autocast, torch.compile"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=[*SECTIONS, "extras"],
+        default=SECTIONS,
+        metavar="SECTION",
+        help=f"run only these sections, of: {' '.join(SECTIONS)} extras",
+    )
     args = parser.parse_args()
     sections = set(args.only) | ({"extras"} if args.extras else set())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)

@@ -24,19 +24,46 @@ from vae_sweep.analysis import load_sweep
 from vae_sweep.analysis_plots import save_figures
 from vae_sweep.metrics import DISENTANGLEMENT, METRICS
 
-SMOKE = ["epochs=1", "max_batches=3", "dataset.stride={orientation:13,posX:8,posY:8}", "dataset.val_size=100",
-         "eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20", "eval.disentanglement.batch_size=4"]
+SMOKE = [
+    "epochs=1",
+    "max_batches=3",
+    "dataset.stride={orientation:13,posX:8,posY:8}",
+    "dataset.val_size=100",
+    "eval.disentanglement.samples=40",
+    "eval.disentanglement.batch_points=20",
+    "eval.disentanglement.batch_size=4",
+]
 
 
 def command(args: argparse.Namespace, folder: Path) -> list[str]:
     """The sweep's command line: a grid over β, everything else fixed."""
-    steps = SMOKE if args.smoke else [f"epochs={args.epochs}", f"max_batches={args.max_batches or 'null'}",
-                                      f"eval.disentanglement.samples={args.samples}",
-                                      f"eval.disentanglement.batch_points={args.batch_points}"]
-    return [sys.executable, "-m", "vae_sweep", "--multirun", "sweep=grid", "dataset=sprites", "model=locatello",
-            "latent_dim=10", f"beta={args.betas}", f"batch_size={args.batch_size}", "eval.iwae_k=0",
-            f"eval.disentanglement.dci_model={args.dci_model}", *steps, f"data_dir={args.data_dir}",
-            f"hydra.sweep.dir={folder / 'sweep'}"]
+    steps = (
+        SMOKE
+        if args.smoke
+        else [
+            f"epochs={args.epochs}",
+            f"max_batches={args.max_batches or 'null'}",
+            f"eval.disentanglement.samples={args.samples}",
+            f"eval.disentanglement.batch_points={args.batch_points}",
+        ]
+    )
+    return [
+        sys.executable,
+        "-m",
+        "vae_sweep",
+        "--multirun",
+        "sweep=grid",
+        "dataset=sprites",
+        "model=locatello",
+        "latent_dim=10",
+        f"beta={args.betas}",
+        f"batch_size={args.batch_size}",
+        "eval.iwae_k=0",
+        f"eval.disentanglement.dci_model={args.dci_model}",
+        *steps,
+        f"data_dir={args.data_dir}",
+        f"hydra.sweep.dir={folder / 'sweep'}",
+    ]
 
 
 def table(sweep_dir: Path) -> str:
@@ -46,8 +73,11 @@ def table(sweep_dir: Path) -> str:
     head = [METRICS[c].label if c in ("distortion", "rate") else c for c in cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(cols)]
     for _, row in df.iterrows():
-        lines.append("| " + " | ".join(f"{row.get(c):.3g}" if isinstance(row.get(c), float) else str(row.get(c))
-                                       for c in cols) + " |")
+        lines.append(
+            "| "
+            + " | ".join(f"{row.get(c):.3g}" if isinstance(row.get(c), float) else str(row.get(c)) for c in cols)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -58,14 +88,19 @@ def main() -> None:
     parser.add_argument("--max-batches", type=int, default=150, help="training batches per epoch; 0: all")
     parser.add_argument("--batch-size", type=int, default=64, help="disentanglement_lib's 64")
     parser.add_argument("--samples", type=int, default=10000, help="eval.disentanglement.samples (library: 10000)")
-    parser.add_argument("--batch-points", type=int, default=1000,
-                        help="eval.disentanglement.batch_points (library: 10000)")
+    parser.add_argument(
+        "--batch-points", type=int, default=1000, help="eval.disentanglement.batch_points (library: 10000)"
+    )
     parser.add_argument("--dci-model", default="hist", choices=("hist", "gbt"))
-    parser.add_argument("--data-dir", default=str(Path(tempfile.gettempdir()) / "vae_sweep_data"),
-                        help="where the drawn sprites are cached between runs")
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(tempfile.gettempdir()) / "vae_sweep_data"),
+        help="where the drawn sprites are cached between runs",
+    )
     parser.add_argument("--smoke", action="store_true", help="a coarse grid and 3 steps: checks the script runs")
-    parser.add_argument("--out", help="keep the sweep (and its analysis figures) in OUT/sweep; default: a temporary "
-                                      "folder, removed")
+    parser.add_argument(
+        "--out", help="keep the sweep (and its analysis figures) in OUT/sweep; default: a temporary folder, removed"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.out or tmp).resolve()

@@ -67,8 +67,11 @@ def dci_table(models: list[str]) -> None:
             wall, cpu = time.perf_counter(), time.process_time()
             r = dis.dci(represent(train), train, represent(test), test, model=model)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-            print(f"{code:10s} {model:5s} {r['disentanglement']:6.3f} {r['completeness']:6.3f} "
-                  f"{r['informativeness']:7.3f} {r['informativeness_train']:7.3f} {wall:7.1f} {cpu:7.1f}", flush=True)
+            print(
+                f"{code:10s} {model:5s} {r['disentanglement']:6.3f} {r['completeness']:6.3f} "
+                f"{r['informativeness']:7.3f} {r['informativeness_train']:7.3f} {wall:7.1f} {cpu:7.1f}",
+                flush=True,
+            )
 
 
 def main() -> None:

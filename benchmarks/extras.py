@@ -25,6 +25,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # when run as a script: `extras.py bf16 N`
 from harness import alternate, config, fresh_parts, ours  # noqa: E402
 from plain_loops import in_memory_epoch  # noqa: E402
+
 from vae_sweep import data as datasets  # noqa: E402
 
 CPU = torch.device("cpu")
@@ -42,8 +43,12 @@ def adam_variants(repeats: int) -> tuple[str, list[str], list[list], str]:
         over = (f"model={model}", f"batch_size={batch}")
         r = alternate({name: ours(config(*over, *flags), CPU, epochs) for name, flags in ADAM.items()}, repeats, CPU)
         rows.append([model, batch, *(r[name] for name in ADAM), f"{r['fused'] / r['for-loop']:.2f}x"])
-    return (f"Extras: Adam's implementations in vae_sweep's loop on cpu, examples/s (median of {repeats})",
-            ["model", "batch", *ADAM, "fused vs for-loop"], rows, "")
+    return (
+        f"Extras: Adam's implementations in vae_sweep's loop on cpu, examples/s (median of {repeats})",
+        ["model", "batch", *ADAM, "fused vs for-loop"],
+        rows,
+        "",
+    )
 
 
 AVX2_ONLY = {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
@@ -61,10 +66,16 @@ def fp32_and_bf16(repeats: int) -> dict[str, list[float]]:
     for model in ("mlp", "conv"):
         cfg, data, x_all, beta, gen = _plain(model)
         fp32, bf16 = fresh_parts(cfg, data, CPU), fresh_parts(cfg, data, CPU)
-        r = alternate({
-            "fp32": lambda: in_memory_epoch(fp32.model, fp32.optimizer, x_all, cfg.batch_size, beta, gen),
-            "bf16": lambda: in_memory_epoch(bf16.model, bf16.optimizer, x_all, cfg.batch_size, beta, gen, torch.bfloat16),
-        }, repeats, CPU)
+        r = alternate(
+            {
+                "fp32": lambda: in_memory_epoch(fp32.model, fp32.optimizer, x_all, cfg.batch_size, beta, gen),
+                "bf16": lambda: in_memory_epoch(
+                    bf16.model, bf16.optimizer, x_all, cfg.batch_size, beta, gen, torch.bfloat16
+                ),
+            },
+            repeats,
+            CPU,
+        )
         out[model] = [r["fp32"], r["bf16"]]
     return out
 
@@ -73,14 +84,24 @@ def bf16_autocast(repeats: int) -> tuple[str, list[str], list[list], str]:
     """fp32 against bf16 autocast as this CPU runs them, and again in a child process whose oneDNN, MKL and ATen
     kernels are capped at AVX2: a CPU without native bf16 instructions."""
     native = fp32_and_bf16(repeats)
-    child = subprocess.run([sys.executable, __file__, "bf16", str(repeats)], env=os.environ | AVX2_ONLY,
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, __file__, "bf16", str(repeats)],
+        env=os.environ | AVX2_ONLY,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     capped = json.loads(child.stdout.strip().splitlines()[-1])
-    rows = [[m, *native[m], f"{native[m][1] / native[m][0]:.2f}x", *capped[m], f"{capped[m][1] / capped[m][0]:.2f}x"]
-            for m in native]
-    return (f"Extras: bf16 autocast, in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
-            ["model", "fp32", "bf16 autocast", "ratio", "fp32, AVX2 only", "bf16 autocast, AVX2 only", "ratio"], rows,
-            "AVX2 only: " + " ".join(f"{k}={v}" for k, v in AVX2_ONLY.items()) + ", as on a CPU without native bf16.")
+    rows = [
+        [m, *native[m], f"{native[m][1] / native[m][0]:.2f}x", *capped[m], f"{capped[m][1] / capped[m][0]:.2f}x"]
+        for m in native
+    ]
+    return (
+        f"Extras: bf16 autocast, in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
+        ["model", "fp32", "bf16 autocast", "ratio", "fp32, AVX2 only", "bf16 autocast, AVX2 only", "ratio"],
+        rows,
+        "AVX2 only: " + " ".join(f"{k}={v}" for k, v in AVX2_ONLY.items()) + ", as on a CPU without native bf16.",
+    )
 
 
 def compiled(repeats: int) -> tuple[str, list[str], list[list], str]:
@@ -106,8 +127,12 @@ def compiled(repeats: int) -> tuple[str, list[str], list[list], str]:
     os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
     if before is not None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = before
-    return (f"Extras: torch.compile, in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
-            ["model", "eager", "torch.compile", "ratio", "first epoch with compile, empty cache (s)"], rows, "")
+    return (
+        f"Extras: torch.compile, in-memory plain loop on cpu, batch 128, examples/s (median of {repeats})",
+        ["model", "eager", "torch.compile", "ratio", "first epoch with compile, empty cache (s)"],
+        rows,
+        "",
+    )
 
 
 class WrittenOutBCE(torch.autograd.Function):
@@ -135,15 +160,21 @@ def bce_formulas(repeats: int) -> tuple[str, list[str], list[list], str]:
     for batch in (128, 3200):
         logits, x = 4 * torch.randn(batch, 1, 28, 28), torch.rand(batch, 1, 28, 28)
         exact = builtin(logits.double(), x.double())
-        for name, f in (("F.binary_cross_entropy_with_logits", builtin), ("written out, log instead of log1p", written)):
+        for name, f in (
+            ("F.binary_cross_entropy_with_logits", builtin),
+            ("written out, log instead of log1p", written),
+        ):
             leaf = logits.clone().requires_grad_()
             fwd = _median_us(lambda: f(logits, x), 10 * repeats)
             both = _median_us(lambda: f(leaf, x).sum().backward(), 10 * repeats)
             err = (f(logits, x).double() - exact).abs().max().item()
             rows.append([batch, name, fwd, both, f"{err:.1e}"])
-    return (f"Extras: Bernoulli distortion on cpu, microseconds per call (median of {10 * repeats})",
-            ["images", "formula", "forward", "forward + backward", "max abs error vs float64, nats per image"], rows,
-            "The error column is float32 rounding of the sum over 784 pixels; both formulas round alike.")
+    return (
+        f"Extras: Bernoulli distortion on cpu, microseconds per call (median of {10 * repeats})",
+        ["images", "formula", "forward", "forward + backward", "max abs error vs float64, nats per image"],
+        rows,
+        "The error column is float32 rounding of the sum over 784 pixels; both formulas round alike.",
+    )
 
 
 def _median_us(fn, n: int) -> float:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import config  # noqa: E402
 
 from vae_sweep import data as datasets  # noqa: E402
-from vae_sweep.curve import beta_grid, curve_rows, curve_hypervolume, points, reference_point  # noqa: E402
+from vae_sweep.curve import beta_grid, curve_hypervolume, curve_rows, points, reference_point  # noqa: E402
 from vae_sweep.evaluate import validation_terms  # noqa: E402
 from vae_sweep.train import TrainState, build, train_epoch  # noqa: E402
 
@@ -68,12 +68,19 @@ def sweep(n: int, seed: int, data, epochs: int, overrides: list[str]) -> dict:
     results = [beta_vae_point(b, seed, data, epochs, overrides) for b in betas]
     pts = [p for p, _, _ in results]
     hv = curve_hypervolume(pts, reference_point(data.shape))
-    return {"name": f"β sweep, {n} trials × E", "betas": betas, "points": pts, "hv": hv,
-            "seconds": sum(s for _, s, _ in results), "train_seconds": sum(t for _, _, t in results) / (n * epochs)}
+    return {
+        "name": f"β sweep, {n} trials × E",
+        "betas": betas,
+        "points": pts,
+        "hv": hv,
+        "seconds": sum(s for _, s, _ in results),
+        "train_seconds": sum(t for _, _, t in results) / (n * epochs),
+    }
 
 
-def curve_run(seed: int, data, epochs: int, grid: list[float], overrides: list[str], kind: str | None = None,
-              stages: int = 3) -> list[dict]:
+def curve_run(
+    seed: int, data, epochs: int, grid: list[float], overrides: list[str], kind: str | None = None, stages: int = 3
+) -> list[dict]:
     """One multirate model (conditioning `kind`, default the config's), its curve on `grid` after each of
     `stages` blocks of `epochs` epochs; CPU seconds accumulate (training, and every evaluation of the curve)."""
     kind_override = [f"loss.conditioning={kind}"] if kind else []
@@ -86,8 +93,16 @@ def curve_run(seed: int, data, epochs: int, grid: list[float], overrides: list[s
         rows = curve_rows(parts.model, parts.likelihood, data.val_x, grid)
         total += seconds + time.process_time() - start
         pts = points(rows)
-        out.append({"name": f"one model, {stage}E", "betas": grid, "points": pts, "seconds": total,
-                    "hv": curve_hypervolume(pts, reference_point(data.shape)), "train_seconds": seconds / epochs})
+        out.append(
+            {
+                "name": f"one model, {stage}E",
+                "betas": grid,
+                "points": pts,
+                "seconds": total,
+                "hv": curve_hypervolume(pts, reference_point(data.shape)),
+                "train_seconds": seconds / epochs,
+            }
+        )
     return out
 
 
@@ -98,8 +113,11 @@ def table(runs_per_seed: list[list[dict]]) -> None:
     for i, run in enumerate(runs_per_seed[0]):
         same = [runs[i] for runs in runs_per_seed]
         hv = [r["hv"] for r in same]
-        print(f"| {run['name']} | {statistics.mean(r['seconds'] for r in same):.1f} | {statistics.mean(hv):,.0f} | "
-              + ", ".join(f"{h:,.0f}" for h in hv) + " |")
+        print(
+            f"| {run['name']} | {statistics.mean(r['seconds'] for r in same):.1f} | {statistics.mean(hv):,.0f} | "
+            + ", ".join(f"{h:,.0f}" for h in hv)
+            + " |"
+        )
 
 
 def gaps(curves: list[dict], sweeps: list[dict], every: int) -> None:
@@ -127,8 +145,10 @@ def compare(args, data, overrides: list[str]) -> None:
         curves.append(stages[-1])
         finest.append(sweeps[-1])
         print(f"seed {seed} done", file=sys.stderr)
-    print(f"\n### One model vs β sweeps: hypervolume against CPU seconds (E = {args.epochs} epochs, "
-          f"{args.seeds} seeds, reference {reference_point(data.shape)[0]:.1f} nats each)\n")
+    print(
+        f"\n### One model vs β sweeps: hypervolume against CPU seconds (E = {args.epochs} epochs, "
+        f"{args.seeds} seeds, reference {reference_point(data.shape)[0]:.1f} nats each)\n"
+    )
     table(runs_per_seed)
     ratio = statistics.mean(c["train_seconds"] for c in curves) / statistics.mean(s["train_seconds"] for s in finest)
     print(f"\nTraining CPU seconds per epoch, one model ÷ one β-VAE: {ratio:.2f}")
@@ -141,19 +161,26 @@ def kinds(args, data, overrides: list[str]) -> None:
     (against a β-VAE's, timed just before it); the β-VAEs at the same 5 β for reference."""
     grid, epochs = beta_grid(BETA_MIN, BETA_MAX, 5), 2 * args.epochs
     print(f"\n### Conditioning: one model per kind, 2E = {epochs} epochs (D, R in nats per example at each β)\n")
-    print("| kind | seed | s/epoch ÷ β-VAE | hypervolume, nats² | " + " | ".join(f"β={b:.3g} D, R" for b in grid) + " |")
+    print(
+        "| kind | seed | s/epoch ÷ β-VAE | hypervolume, nats² | " + " | ".join(f"β={b:.3g} D, R" for b in grid) + " |"
+    )
     print("|---|---|---|---|" + "---|" * len(grid))
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for kind in ("gates", "film", "both"):
             plain_seconds = trained(config(f"seed={seed}", *overrides), data, epochs)[2]
             run = curve_run(seed, data, epochs, grid, overrides, kind=kind, stages=1)[0]
             cells = " | ".join(f"{d:.1f}, {r:.1f}" for d, r in run["points"])
-            print(f"| {kind} | {seed} | {run['train_seconds'] / (plain_seconds / epochs):.2f} | {run['hv']:,.0f} | "
-                  f"{cells} |", flush=True)
+            print(
+                f"| {kind} | {seed} | {run['train_seconds'] / (plain_seconds / epochs):.2f} | {run['hv']:,.0f} | "
+                f"{cells} |",
+                flush=True,
+            )
         refs = [beta_vae_point(b, seed, data, epochs, overrides)[0] for b in grid]  # (D, R) each
         hv = curve_hypervolume(refs, reference_point(data.shape))
-        print(f"| (5 β-VAEs) | {seed} | 1 each | {hv:,.0f} | " + " | ".join(f"{d:.1f}, {r:.1f}" for d, r in refs)
-              + " |", flush=True)
+        print(
+            f"| (5 β-VAEs) | {seed} | 1 each | {hv:,.0f} | " + " | ".join(f"{d:.1f}, {r:.1f}" for d, r in refs) + " |",
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -45,7 +45,9 @@ def mnist_loader(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int, 
     return DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, **kwargs)
 
 
-def vae_loss(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float) -> torch.Tensor:
+def vae_loss(
+    logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, beta: float
+) -> torch.Tensor:
     """BCE summed over pixels + beta * KL summed over latents, averaged over the batch: nats per example.
     KL from Kingma & Welling 2014, Appendix B: -1/2 sum(1 + log sigma^2 - mu^2 - sigma^2)."""
     bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
@@ -69,8 +71,15 @@ def dataloader_epoch(model, optimizer, loader: DataLoader, beta: float, device: 
     return n
 
 
-def in_memory_epoch(model, optimizer, x_all: torch.Tensor, batch_size: int, beta: float, gen: torch.Generator,
-                    autocast_dtype: torch.dtype | None = None) -> int:
+def in_memory_epoch(
+    model,
+    optimizer,
+    x_all: torch.Tensor,
+    batch_size: int,
+    beta: float,
+    gen: torch.Generator,
+    autocast_dtype: torch.dtype | None = None,
+) -> int:
     """One epoch over `x_all` (N, C, H, W) float in [0, 1], already on the device. Returns the examples trained on.
     `autocast_dtype` (e.g. torch.bfloat16) runs forward and loss under autocast, for the --extras comparison."""
     model.train()

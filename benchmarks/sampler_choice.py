@@ -38,10 +38,20 @@ DIRECTIONS = [METRICS[m].direction for m in FRONT]  # the default sweep's object
 def run_sweep(out: Path, sampler: str, seed: int, n_trials: int, extra: list[str]) -> float:
     name = f"{sampler}_s{seed}"
     option, extra_args = SAMPLERS[sampler]
-    args = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra/sweeper/sampler={option}",
-            f"hydra.sweeper.sampler.seed={seed}", f"hydra.sweeper.study_name={name}",
-            f"hydra.sweeper.storage=sqlite:///{out}/samplers.db", f"hydra.sweep.dir={out}/{name}",
-            f"hydra.sweeper.n_trials={n_trials}", *extra_args, *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "vae_sweep",
+        "--multirun",
+        f"hydra/sweeper/sampler={option}",
+        f"hydra.sweeper.sampler.seed={seed}",
+        f"hydra.sweeper.study_name={name}",
+        f"hydra.sweeper.storage=sqlite:///{out}/samplers.db",
+        f"hydra.sweep.dir={out}/{name}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        *extra_args,
+        *extra,
+    ]
     start = time.perf_counter()
     subprocess.run(args, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
@@ -73,9 +83,11 @@ def report(opts: argparse.Namespace, walls: dict) -> None:
         fronts[sampler, seed] = [tuple(t.values) for t in trials if t.state.name == "COMPLETE"]
         # per-trial overhead: the trial's time in the study (ask .. tell: sampling, launching, recording)
         # minus the job's own wall time from its metrics.json
-        overhead[sampler, seed] = median((t.datetime_complete - t.datetime_start).total_seconds()
-                                         - t.user_attrs["metrics"]["wall_seconds"] for t in trials
-                                         if t.state.name == "COMPLETE")
+        overhead[sampler, seed] = median(
+            (t.datetime_complete - t.datetime_start).total_seconds() - t.user_attrs["metrics"]["wall_seconds"]
+            for t in trials
+            if t.state.name == "COMPLETE"
+        )
     every = [p for pts in fronts.values() for p in pts]
     ref = (max(p[0] for p in every) * 1.01, max(p[1] for p in every) * 1.01)
     unit = METRICS["distortion"].unit.text  # rate's too
@@ -83,7 +95,9 @@ def report(opts: argparse.Namespace, walls: dict) -> None:
     print(f"{'sampler':12} {'seed':>4} {'completed':>9} {'hypervolume':>12} {'overhead s/trial':>17} {'sweep s':>8}")
     for (sampler, seed), pts in fronts.items():
         hv = hypervolume_2d(pts, ref, DIRECTIONS)
-        print(f"{sampler:12} {seed:>4} {len(pts):>9} {hv:>12.0f} {overhead[sampler, seed]:>17.3f} {walls[sampler, seed]:>8.0f}")
+        print(
+            f"{sampler:12} {seed:>4} {len(pts):>9} {hv:>12.0f} {overhead[sampler, seed]:>17.3f} {walls[sampler, seed]:>8.0f}"
+        )
     print("\nmedian hypervolume by sampler:")
     for sampler in opts.samplers:
         hvs = [hypervolume_2d(fronts[sampler, s], ref, DIRECTIONS) for s in opts.seeds]

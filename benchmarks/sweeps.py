@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from harness import REPO, cpu_seconds, others_share
+
 HYDRA_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] (.*)$", re.M)
 
 
@@ -33,8 +34,16 @@ class SweepRun:
 
 def run_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
     """Run a sweep of `n_trials` into `folder` (its own SQLite study) and collect its timings."""
-    cmd = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra.sweep.dir={folder}",
-           f"hydra.sweeper.storage=sqlite:///{folder}/s.db", f"hydra.sweeper.n_trials={n_trials}", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "vae_sweep",
+        "--multirun",
+        f"hydra.sweep.dir={folder}",
+        f"hydra.sweeper.storage=sqlite:///{folder}/s.db",
+        f"hydra.sweeper.n_trials={n_trials}",
+        *overrides,
+    ]
     cpu, started, start = cpu_seconds(), time.time(), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds, others = time.perf_counter() - start, others_share(cpu, cpu_seconds())

@@ -30,8 +30,15 @@ N_TRIALS = 8
 # The 8x8 digits, one epoch of 3 batches. The study is made in two runs of the same sweep, so its statuses do
 # not depend on where a sampler happens to draw: 6 trials in the default search space (they complete), then a
 # top-up to 8 with SGD at lr of 1e5 to 1e6 (they diverge).
-SWEEP_ARGS = ["epochs=1", "max_batches=3", "eval.iwae_k=5", "dataset=digits", "optimizer=sgd",
-              "hydra.sweeper.max_failure_rate=1.0", "hydra.sweeper.study_name=pareto"]
+SWEEP_ARGS = [
+    "epochs=1",
+    "max_batches=3",
+    "eval.iwae_k=5",
+    "dataset=digits",
+    "optimizer=sgd",
+    "hydra.sweeper.max_failure_rate=1.0",
+    "hydra.sweeper.study_name=pareto",
+]
 # One experiment, two commands: the second tops the study up, searching lr where SGD diverges.
 RUNS = [["hydra.sweeper.n_trials=6"], [f"hydra.sweeper.n_trials={N_TRIALS}", "lr=tag(log, interval(1e5, 1e6))"]]
 PARETO_FIGURES = set(analysis_plots.FIGURES) - {"curves"}  # curves: sweep=curve's alone (tests/test_curve_sweep.py)
@@ -43,8 +50,16 @@ def sweep(tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("sweep")
     url = f"sqlite:///{root / 'study.db'}"
     for extra in RUNS:
-        cmd = [sys.executable, "-m", "vae_sweep", "--multirun", f"hydra.sweep.dir={root / 'S'}",
-               f"hydra.sweeper.storage={url}", *SWEEP_ARGS, *extra]
+        cmd = [
+            sys.executable,
+            "-m",
+            "vae_sweep",
+            "--multirun",
+            f"hydra.sweep.dir={root / 'S'}",
+            f"hydra.sweeper.storage={url}",
+            *SWEEP_ARGS,
+            *extra,
+        ]
         proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr[-3000:]
     study = optuna.load_study(study_name="pareto", storage=url)
@@ -134,8 +149,12 @@ def test_damaged_sweep_is_counted_not_crashed_on(sweep, df, tmp_path, caplog, ca
     with caplog.at_level(logging.INFO, logger="vae_sweep.analysis"):
         damaged = analysis.load_sweep(copy)
     before = analysis.status_counts(df)
-    expected = before | {"completed": before["completed"] - 4, "missing": 2, "running": 1,
-                         "diverged": before["diverged"] + 1}
+    expected = before | {
+        "completed": before["completed"] - 4,
+        "missing": 2,
+        "running": 1,
+        "diverged": before["diverged"] + 1,
+    }
     assert analysis.status_counts(damaged) == expected
     assert damaged.set_index("trial").loc[deleted, "error"] == "no metrics.json"
     assert damaged.set_index("trial").loc[truncated, "beta"] == df.set_index("trial").loc[truncated, "beta"]
@@ -211,10 +230,12 @@ def test_notebook_runs_headless(sweep):
     nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and nb.cells.index(params[0]) == next(
-        i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code"
+    )
     params[0].source = f"sweep = {str(sweep.dir)!r}\nstudy = None"
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120,
-                                     resources={"metadata": {"path": str(REPO / "notebooks")}})
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(REPO / "notebooks")}}
+    )
     client.execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     text = "".join(o.get("text", "") for o in outputs)
@@ -233,8 +254,12 @@ def test_wrong_source_is_one_line_error(tmp_path):
     assert not (tmp_path / "none.db").exists()
     with pytest.raises(ConfigError, match="no sweep given"):
         analysis.load_sweep([])
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "analyze.py"), str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "analyze.py"), str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"error: {tmp_path / 'nope'}: no such sweep dir"]
     assert proc.stdout == ""

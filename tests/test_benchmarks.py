@@ -17,11 +17,16 @@ from sweeps import SweepRun, overhead, trials_per_minute  # noqa: E402
 
 @pytest.mark.slow
 def test_smoke_run_prints_every_table():
-    res = subprocess.run([sys.executable, "benchmarks/bench.py", "--smoke"], cwd=REPO, capture_output=True,
-                         text=True, timeout=180)
+    res = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--smoke"], cwd=REPO, capture_output=True, text=True, timeout=180
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    for title in ("### Machine", "### Training loop on cpu", "### mlp on cpu against the measured matmul peak",
-                  "### Evaluation on cpu"):
+    for title in (
+        "### Machine",
+        "### Training loop on cpu",
+        "### mlp on cpu against the measured matmul peak",
+        "### Evaluation on cpu",
+    ):
         assert title in res.stdout
     rows = [line for line in res.stdout.splitlines() if line.startswith(("| mlp | cpu", "| conv | cpu"))]
     assert len(rows) == 2 and all(line.count("x |") == 2 for line in rows)  # both ratios printed per model

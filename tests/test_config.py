@@ -6,10 +6,9 @@ import pytest
 import torch
 from hydra.utils import get_method
 
+from helpers import CONF, cli, compose_config
 from vae_sweep.errors import instantiate_group
 from vae_sweep.validate import group_options
-
-from helpers import CONF, cli, compose_config
 
 
 def options(group: str) -> list[str]:
@@ -21,7 +20,16 @@ def test_every_group_has_its_options():
     assert options("loss") == ["ae", "beta", "capacity", "elbo", "multirate"]
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["exponential", "none", "step"]
-    assert options("dataset") == ["celeba", "cifar10", "digits", "dsprites", "fashion_mnist", "mnist", "mnist_5k", "sprites"]
+    assert options("dataset") == [
+        "celeba",
+        "cifar10",
+        "digits",
+        "dsprites",
+        "fashion_mnist",
+        "mnist",
+        "mnist_5k",
+        "sprites",
+    ]
     assert options("likelihood") == ["bernoulli", "gaussian"]
     assert options("sweep") == ["curve", "disentangle", "elbo", "grid", "pareto"]
 
@@ -30,8 +38,9 @@ def test_every_group_has_its_options():
 def test_losses_instantiate(option):
     loss = instantiate_group(compose_config([f"loss={option}", "beta=0.25"]).loss, "loss")
     terms = loss(torch.tensor([100.0]), torch.tensor([10.0]), step=10**6)
-    expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0,
-                "multirate": 110.0}[option]  # multirate without per-example betas: beta = 1
+    expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0, "multirate": 110.0}[
+        option
+    ]  # multirate without per-example betas: beta = 1
     assert terms["loss"].item() == pytest.approx(expected)
 
 
@@ -78,8 +87,16 @@ def test_sweeps_compose(sweep):
     else:
         assert sweeper._target_.endswith("VaeOptunaSweeper") and sweeper.storage.startswith("sqlite:///")
         assert set(sweeper.params) >= ({"beta"} if sweep == "disentangle" else {"latent_dim", "lr"})
-    assert cfg.get("objectives") == {"pareto": ["distortion", "rate"], "elbo": ["neg_elbo"], "grid": None,
-                                     "curve": ["curve_hypervolume"], "disentangle": ["distortion", "mig"]}[sweep]
+    assert (
+        cfg.get("objectives")
+        == {
+            "pareto": ["distortion", "rate"],
+            "elbo": ["neg_elbo"],
+            "grid": None,
+            "curve": ["curve_hypervolume"],
+            "disentangle": ["distortion", "mig"],
+        }[sweep]
+    )
 
 
 def test_a_single_job_composes_no_sweep_and_multirun_defaults_to_pareto():
@@ -116,7 +133,10 @@ def test_every_sampler_can_replace_the_sweeps_default(sweep, sampler):
     from hydra import compose, initialize_config_dir
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[f"sweep={sweep}", f"hydra/sweeper/sampler={sampler}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            config_name="config",
+            overrides=[f"sweep={sweep}", f"hydra/sweeper/sampler={sampler}"],
+            return_hydra_config=True,
+        )
     assert cfg.hydra.sweeper.sampler._target_.lower().endswith(f"{sampler}sampler")
     assert cfg.hydra.sweeper.sampler.seed == 0

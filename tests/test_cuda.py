@@ -7,9 +7,8 @@ import json
 import pytest
 import torch
 
-from vae_sweep.job import run
-
 from helpers import compose_config
+from vae_sweep.job import run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
 
@@ -18,7 +17,7 @@ def test_a_job_trains_and_evaluates_on_cuda(tmp_path):
     run(compose_config(["debug=tiny", "device=cuda", "model=conv"]), tmp_path)
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["status"] == "completed" and m["device"].startswith("cuda")
-    assert 0 < m["rate"] and m["iwae_nll"] < m["neg_elbo"] * 1.05
+    assert m["rate"] > 0 and m["iwae_nll"] < m["neg_elbo"] * 1.05
     ckpt = torch.load(tmp_path / "model.pt", weights_only=True, map_location="cpu")
     assert "cuda" in ckpt["rng"]
 

@@ -12,12 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from helpers import CONF, cli, compose_config
 from vae_sweep.analysis_curves import curve_table, curves_front
 from vae_sweep.errors import ConfigError
 from vae_sweep.metrics import METRICS, OBJECTIVES
 from vae_sweep.validate import check_argv
-
-from helpers import CONF, cli, compose_config
 
 SMALL = ["debug=tiny", "curve.betas=3", "eval.pictures=false", "hydra.sweeper.n_trials=2"]
 
@@ -44,8 +43,13 @@ def test_validation_accepts_sweep_curve():
 
 @pytest.mark.parametrize("loss", ["beta", "elbo", "capacity", "ae"])
 def test_validation_refuses_the_hypervolume_without_multirate(loss):
-    argv = ["--multirun", "sweep=elbo", f"loss={loss}", "objectives=[curve_hypervolume]",
-            "hydra.sweeper.direction=maximize"]
+    argv = [
+        "--multirun",
+        "sweep=elbo",
+        f"loss={loss}",
+        "objectives=[curve_hypervolume]",
+        "hydra.sweeper.direction=maximize",
+    ]
     with pytest.raises(ConfigError, match=r"^objectives=\[curve_hypervolume\]: needs loss=multirate") as e:
         check_argv(argv, CONF)
     assert "\n" not in str(e.value)
@@ -58,8 +62,11 @@ def test_validation_refuses_a_direction_per_objective_mismatch():
 
 @pytest.mark.slow
 def test_refused_on_the_command_line_in_one_line_before_any_work(tmp_path):
-    result = cli(["--multirun", "sweep=pareto", "objectives=[curve_hypervolume]", "hydra.sweeper.direction=maximize"],
-                 tmp_path, timeout=120)
+    result = cli(
+        ["--multirun", "sweep=pareto", "objectives=[curve_hypervolume]", "hydra.sweeper.direction=maximize"],
+        tmp_path,
+        timeout=120,
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: objectives=[curve_hypervolume]: needs loss=multirate")
@@ -69,8 +76,15 @@ def test_refused_on_the_command_line_in_one_line_before_any_work(tmp_path):
 def curve_rows(trial: int, latent_dim: int, points: list[tuple[float, float]]) -> pd.DataFrame:
     """A trial's curve as curve_table gives it: (distortion, rate) in nats per example along an ascending beta."""
     d, r = zip(*points)
-    return pd.DataFrame({"trial": trial, "latent_dim": latent_dim, "beta": np.geomspace(0.01, 10, len(points)),
-                         "distortion": d, "rate": r})
+    return pd.DataFrame(
+        {
+            "trial": trial,
+            "latent_dim": latent_dim,
+            "beta": np.geomspace(0.01, 10, len(points)),
+            "distortion": d,
+            "rate": r,
+        }
+    )
 
 
 def test_front_of_hand_made_curves():
@@ -82,8 +96,10 @@ def test_front_of_hand_made_curves():
     assert on_front == {(1, 9), (2, 8), (3, 3), (8, 1)}
     # staircase of (1,9), (2,8), (3,3), (8,1) up to (10, 10): slabs in D of widths 1, 1, 5, 2 and heights 1, 2, 7, 9
     assert out.attrs["hypervolume"] == pytest.approx(1 * 1 + 1 * 2 + 5 * 7 + 2 * 9)
-    brute = [not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in zip(out["distortion"], out["rate"]))
-             for p in zip(out["distortion"], out["rate"])]
+    brute = [
+        not any(q[0] <= p[0] and q[1] <= p[1] and q != p for q in zip(out["distortion"], out["rate"]))
+        for p in zip(out["distortion"], out["rate"])
+    ]
     assert out["front"].tolist() == brute
     assert math.isnan(curves_front(a, None).attrs["hypervolume"])
 
@@ -93,10 +109,17 @@ def test_curve_table_reads_each_completed_trials_curve_csv(tmp_path):
     for trial, status in [(0, "completed"), (1, "completed"), (2, "failed")]:
         run = tmp_path / str(trial)
         run.mkdir()
-        pd.DataFrame({"beta": [0.01, 10.0], "distortion_nats": [100.0 + trial, 200.0], "rate_nats": [50.0, 1.0 + trial],
-                      "neg_elbo_nats": [150.0, 201.0]}).to_csv(run / "curve.csv", index=False)
-        runs[trial] = dict(trial=trial, status=status, latent_dim=4 * (trial + 1), run_dir=str(run),
-                           curve_reference=[543.4, 543.4])
+        pd.DataFrame(
+            {
+                "beta": [0.01, 10.0],
+                "distortion_nats": [100.0 + trial, 200.0],
+                "rate_nats": [50.0, 1.0 + trial],
+                "neg_elbo_nats": [150.0, 201.0],
+            }
+        ).to_csv(run / "curve.csv", index=False)
+        runs[trial] = dict(
+            trial=trial, status=status, latent_dim=4 * (trial + 1), run_dir=str(run), curve_reference=[543.4, 543.4]
+        )
     table = curve_table(pd.DataFrame(runs.values()).astype({"trial": "Int64"}))
     assert sorted(table["trial"].unique()) == [0, 1]  # the failed trial's curve is left out
     assert table.attrs["reference"] == (543.4, 543.4)
@@ -125,8 +148,13 @@ def test_two_trial_curve_sweep_returns_the_hypervolume_and_the_analysis_draws_th
         assert (sweep_dir / str(t.number) / "curve.csv").is_file()
 
     out = tmp_path / "analysis"
-    analyze = subprocess.run([sys.executable, "-m", "vae_sweep.analyze", str(sweep_dir), "--out", str(out)],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    analyze = subprocess.run(
+        [sys.executable, "-m", "vae_sweep.analyze", str(sweep_dir), "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert analyze.returncode == 0, analyze.stderr
     assert (out / "curves.png").stat().st_size > 10_000
     assert "curves: no figure" not in analyze.stderr

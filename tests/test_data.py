@@ -75,8 +75,10 @@ def test_torchvision_mnist_round_trip(tmp_path, variant):
     raw.mkdir(parents=True)
     want = {}
     for prefix, n in (("train", 7), ("t10k", 3)):
-        want[prefix] = (torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
-                        torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8))
+        want[prefix] = (
+            torch.randint(0, 256, (n, 28, 28), generator=g, dtype=torch.uint8),
+            torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8),
+        )
         _write_idx(raw, prefix, *want[prefix])
     d = data.torchvision_mnist(variant, str(tmp_path), download=False)
     assert d.shape == (1, 28, 28) and d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
@@ -171,12 +173,15 @@ def test_celeba_max_examples_caps_each_split(tmp_path):
         data.celeba(str(tmp_path), download=False, crop=300)
 
 
-@pytest.mark.parametrize(("build", "what", "holding"), [
-    (lambda d: data.torchvision_mnist("MNIST", d, download=False), "MNIST", "MNIST/raw"),
-    (lambda d: data.torchvision_mnist("FashionMNIST", d, download=False), "FashionMNIST", "FashionMNIST/raw"),
-    (lambda d: data.cifar10(d, download=False), "CIFAR10", "cifar-10-batches-py/"),
-    (lambda d: data.celeba(d, download=False), "CelebA", "celeba/img_align_celeba"),
-])
+@pytest.mark.parametrize(
+    ("build", "what", "holding"),
+    [
+        (lambda d: data.torchvision_mnist("MNIST", d, download=False), "MNIST", "MNIST/raw"),
+        (lambda d: data.torchvision_mnist("FashionMNIST", d, download=False), "FashionMNIST", "FashionMNIST/raw"),
+        (lambda d: data.cifar10(d, download=False), "CIFAR10", "cifar-10-batches-py/"),
+        (lambda d: data.celeba(d, download=False), "CelebA", "celeba/img_align_celeba"),
+    ],
+)
 def test_missing_dataset_without_download(tmp_path, build, what, holding):
     with pytest.raises(ConfigError) as err:
         build(str(tmp_path))

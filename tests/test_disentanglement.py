@@ -19,8 +19,15 @@ DSPRITES = (3, 6, 40, 32, 32)  # shape, scale, orientation, posX, posY
 # default 10,000 points (its plug-in MI is biased up by about (bins - 1)(classes - 1) / 2N nats), and SAP its
 # 10,000 / 5,000: the SVM's C = 0.01 weighs a sum over training points, so fewer points regularise more (0.27, not
 # 0.23, at 2,000).
-SMALL = dict(beta_vae_train=500, beta_vae_eval=1000, factor_vae_variance=2000, factor_vae_train=500,
-             factor_vae_eval=1000, dci_train=2000, dci_test=1000)
+SMALL = dict(
+    beta_vae_train=500,
+    beta_vae_eval=1000,
+    factor_vae_variance=2000,
+    factor_vae_train=500,
+    factor_vae_eval=1000,
+    dci_train=2000,
+    dci_test=1000,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +60,7 @@ def random_scores():
 
 
 # --- samplers ---------------------------------------------------------------------------------------------------------
+
 
 def test_sample_factors_are_uniform_classes_and_seeded():
     a = sampling.sample_factors(DSPRITES, 20_000, np.random.default_rng(0))
@@ -92,6 +100,7 @@ def test_encode_in_chunks_matches_one_call():
 
 
 # --- hand calculations ------------------------------------------------------------------------------------------------
+
 
 def test_mutual_info_of_a_2x2_table_by_hand():
     """Counts [[3, 1], [1, 3]] of 8: I = 2 (3/8) ln(3/2) + 2 (1/8) ln(1/2) = 0.75 ln 1.5 - 0.25 ln 2 nats."""
@@ -167,6 +176,7 @@ def test_beta_vae_features_and_a_separable_classifier():
 
 # --- known answers on dSprites' factor grid (DISENTANGLEMENT.md) ----------------------------------------------------
 
+
 def test_perfect_code_gives_the_known_answers(perfect_scores):
     s = perfect_scores
     assert s["beta_vae"] == 1.0 and s["factor_vae"] == 1.0
@@ -199,8 +209,18 @@ def test_random_code_gives_chance(random_scores):
 
 
 def test_constant_code_gives_factor_vae_zero():
-    tiny = dict(beta_vae_train=50, beta_vae_eval=50, factor_vae_variance=500, factor_vae_train=50, factor_vae_eval=50,
-                mig=500, dci_train=500, dci_test=100, sap_train=500, sap_test=100)  # only FactorVAE is checked
+    tiny = dict(
+        beta_vae_train=50,
+        beta_vae_eval=50,
+        factor_vae_variance=500,
+        factor_vae_train=50,
+        factor_vae_eval=50,
+        mig=500,
+        dci_train=500,
+        dci_test=100,
+        sap_train=500,
+        sap_test=100,
+    )  # only FactorVAE is checked
     scores = dis.evaluate(lambda f: np.zeros((len(f), 10)), DSPRITES, **tiny)
     assert scores["factor_vae"] == 0.0 and scores["factor_vae_train"] == 0.0
 
@@ -219,6 +239,7 @@ def test_mixing_two_factors_lowers_mig_and_dci_disentanglement():
         z = perfect(f)
         z[:, 3:5] = z[:, 3:5] @ rotation
         return z
+
     points = sampling.sample_factors(DSPRITES, 10_000, rng)
     per_factor = dis.mig(entangled(points), points)["per_factor"]
     assert per_factor[:3] == pytest.approx([1.0, 1.0, 0.80], abs=0.02) and (per_factor[3:] < 0.3).all()

@@ -26,9 +26,16 @@ from vae_sweep.metrics import DISENTANGLEMENT, METRICS, OBJECTIVES
 from vae_sweep.validate import check_argv, validate
 
 SMALL = {"orientation": 13, "posX": 8, "posY": 8}  # 3 x 6 x 4 x 4 x 4 = 1,152 sprites
-TINY = ["dataset=sprites", "debug=tiny", "dataset.stride={orientation:13,posX:8,posY:8}", "dataset.val_size=100",
-        "eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20",
-        "eval.disentanglement.batch_size=4", "eval.iwae_k=0"]
+TINY = [
+    "dataset=sprites",
+    "debug=tiny",
+    "dataset.stride={orientation:13,posX:8,posY:8}",
+    "dataset.val_size=100",
+    "eval.disentanglement.samples=40",
+    "eval.disentanglement.batch_points=20",
+    "eval.disentanglement.batch_size=4",
+    "eval.iwae_k=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +47,15 @@ def small(tmp_path_factory) -> data.ImageData:
 
 
 def test_scores_are_maximised_fractions_in_the_registry():
-    assert DISENTANGLEMENT == ("beta_vae", "factor_vae", "mig", "dci_disentanglement", "dci_completeness",
-                               "dci_informativeness", "sap")
+    assert DISENTANGLEMENT == (
+        "beta_vae",
+        "factor_vae",
+        "mig",
+        "dci_disentanglement",
+        "dci_completeness",
+        "dci_informativeness",
+        "sap",
+    )
     for name in DISENTANGLEMENT:
         m = METRICS[name]
         assert (m.direction, m.objective, m.needs_rate, m.column) == ("maximize", True, False, f"{name}_fraction")
@@ -58,11 +72,14 @@ def test_samples_10000_are_disentanglement_libs_counts():
     assert counts["beta_vae_train"] == counts["factor_vae_train"] == 1000 and counts["factor_vae_eval"] == 500
 
 
-@pytest.mark.parametrize("override, message", [
-    ("eval.disentanglement.dci_model=svm", "eval.disentanglement.dci_model=svm: must be hist or gbt"),
-    ("eval.disentanglement.samples=5", "eval.disentanglement.samples=5: must be an integer >= 20"),
-    ("eval.disentanglement.batch_size=1", "eval.disentanglement.batch_size=1: must be an integer >= 2"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.disentanglement.dci_model=svm", "eval.disentanglement.dci_model=svm: must be hist or gbt"),
+        ("eval.disentanglement.samples=5", "eval.disentanglement.samples=5: must be an integer >= 20"),
+        ("eval.disentanglement.batch_size=1", "eval.disentanglement.batch_size=1: must be an integer >= 2"),
+    ],
+)
 def test_bad_settings_are_refused_in_one_line(override, message):
     with pytest.raises(ConfigError) as err:
         validate(compose_config([override]))
@@ -71,19 +88,28 @@ def test_bad_settings_are_refused_in_one_line(override, message):
 
 
 def test_a_direction_against_the_registry_is_refused(tmp_path):
-    argv = ["--multirun", "sweep=disentangle", "hydra.sweeper.direction=[minimize,minimize]",
-            f"hydra.sweep.dir={tmp_path}"]
+    argv = [
+        "--multirun",
+        "sweep=disentangle",
+        "hydra.sweeper.direction=[minimize,minimize]",
+        f"hydra.sweep.dir={tmp_path}",
+    ]
     with pytest.raises(ConfigError) as err:
         check_argv(argv, CONF)
-    assert str(err.value) == ("hydra.sweeper.direction=[minimize,minimize]: mig is maximized; give "
-                              "hydra.sweeper.direction=[minimize,maximize]")
+    assert str(err.value) == (
+        "hydra.sweeper.direction=[minimize,minimize]: mig is maximized; give "
+        "hydra.sweeper.direction=[minimize,maximize]"
+    )
     check_argv(argv[:2] + argv[3:], CONF)  # the sweep option's own directions pass
 
 
 def test_the_sweep_option_sets_sprites_locatello_and_directions():
     cfg = compose_config(["sweep=disentangle"], return_hydra_config=True)
     assert (cfg.dataset._target_, cfg.model._target_, cfg.latent_dim) == (
-        "vae_sweep.sprites.sprites", "vae_sweep.models.locatello_vae", 10)
+        "vae_sweep.sprites.sprites",
+        "vae_sweep.models.locatello_vae",
+        10,
+    )
     assert list(cfg.objectives) == ["distortion", "mig"]
     assert list(cfg.hydra.sweeper.direction) == [METRICS[o].direction for o in cfg.objectives]
     assert cfg.hydra.sweeper.params.beta == "tag(log, interval(1.0, 16.0))"
@@ -91,8 +117,11 @@ def test_the_sweep_option_sets_sprites_locatello_and_directions():
 
 def test_disentanglement_objectives_need_factors(small):
     mnist_like = data.ImageData("digits", small.train_x, small.train_y, small.val_x, small.val_y)  # no factors
-    with pytest.raises(ConfigError, match=r"^objectives=\[distortion,mig\]: mig need a dataset with factors "
-                                          r"\(dataset=sprites or dataset=dsprites\); digits has none$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^objectives=\[distortion,mig\]: mig need a dataset with factors "
+        r"\(dataset=sprites or dataset=dsprites\); digits has none$",
+    ):
         check_objectives(compose_config(["objectives=[distortion,mig]"]), mnist_like)
     with pytest.raises(ConfigError, match=r"^eval.disentanglement=null: objective sap needs its settings block$"):
         check_objectives(compose_config(["objectives=[sap]", "eval.disentanglement=null"]), small)
@@ -124,8 +153,12 @@ def test_represent_encodes_the_images_of_the_classes_in_batches(small):
     assert got[1, 0] > got[0, 0]  # scale 5 covers more pixels than scale 0
     # a factor left out (here posX) is held at class 0
     held = representation(model, small, [0, 1, 2, 4], batch_size=8)(classes[:, [0, 1, 2, 4]])
-    assert np.allclose(held, model.encode(data.as_float(small.images_for(torch.tensor(
-        [[0, 0, 0, 0, 0], [2, 5, 3, 0, 3], [1, 2, 1, 0, 2]]))))[0].numpy())
+    assert np.allclose(
+        held,
+        model.encode(
+            data.as_float(small.images_for(torch.tensor([[0, 0, 0, 0, 0], [2, 5, 3, 0, 3], [1, 2, 1, 0, 2]])))
+        )[0].numpy(),
+    )
 
 
 # --- traversal labels ------------------------------------------------------------------------------------------------
@@ -134,14 +167,21 @@ def test_represent_encodes_the_images_of_the_classes_in_batches(small):
 def test_labels_pick_the_factor_a_dim_shares_most_entropy_with():
     names = ("shape", "posX")
     entropy = np.array([np.log(3), np.log(32)])  # nats: posX holds more information than shape
-    mi = np.array([[1.0, 1.2],    # z0: 91% of shape's entropy, 35% of posX's -> shape, though its raw MI is less
-                   [0.1, 3.0],    # z1: posX, 87%
-                   [0.01, 0.02]])  # z2: under 5% of both -> no factor
+    mi = np.array(
+        [
+            [1.0, 1.2],  # z0: 91% of shape's entropy, 35% of posX's -> shape, though its raw MI is less
+            [0.1, 3.0],  # z1: posX, 87%
+            [0.01, 0.02],
+        ]
+    )  # z2: under 5% of both -> no factor
     best, share = dominant_factors(mi, entropy)
     assert best.tolist() == [0, 1, 0] and share[0] == pytest.approx(1.0 / np.log(3))
     labels = traversal_labels(mi, entropy, names, dims=[1, 0, 2], kl_per_dim=[0.5, 2.25, 0.0])
-    assert labels == ["z1: posX (87% of H)\nKL 2.25 nats", "z0: shape (91% of H)\nKL 0.50 nats",
-                      "z2: no factor\nKL 0.00 nats"]
+    assert labels == [
+        "z1: posX (87% of H)\nKL 2.25 nats",
+        "z0: shape (91% of H)\nKL 0.50 nats",
+        "z2: no factor\nKL 0.00 nats",
+    ]
     assert traversal_labels(mi, entropy, names, dims=[0]) == ["z0: shape (91% of H)"]
 
 
@@ -183,8 +223,10 @@ def test_a_sweep_with_mig_gets_its_figure_and_sized_markers(tmp_path):
 @pytest.mark.slow
 def test_a_job_on_sprites_writes_the_scores(tmp_path):
     out = tmp_path / "run"
-    done = cli(["model=locatello", "latent_dim=4", *TINY, f"data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"],
-               cwd=tmp_path)
+    done = cli(
+        ["model=locatello", "latent_dim=4", *TINY, f"data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"],
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed"
@@ -201,9 +243,20 @@ def test_a_job_on_sprites_writes_the_scores(tmp_path):
 @pytest.mark.slow
 def test_a_two_trial_sweep_maximises_mig(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
-    done = cli(["--multirun", "sweep=disentangle", *TINY, "eval.pictures=false", "latent_dim=4",
-                f"data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={tmp_path / 's'}", f"hydra.sweeper.storage={url}",
-                "hydra.sweeper.n_trials=2"], cwd=tmp_path)
+    done = cli(
+        [
+            "--multirun",
+            "sweep=disentangle",
+            *TINY,
+            "eval.pictures=false",
+            "latent_dim=4",
+            f"data_dir={tmp_path / 'data'}",
+            f"hydra.sweep.dir={tmp_path / 's'}",
+            f"hydra.sweeper.storage={url}",
+            "hydra.sweeper.n_trials=2",
+        ],
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (name,) = [s.study_name for s in optuna.get_all_study_summaries(url)]
     study = optuna.load_study(study_name=name, storage=url)

@@ -23,8 +23,9 @@ from helpers import REPO
 
 SHRINK = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false"]
 N_TRIALS = 2
-NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
-                                     "outputs", "multirun", "data")
+NOT_SOURCES = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "outputs", "multirun", "data"
+)
 PROBE = """import json, sys, hydra_plugins.vae_sweep_sweeper as plugin, vae_sweep, vae_sweep.__main__ as entry
 print(json.dumps({"package": vae_sweep.__file__, "plugin": plugin.__file__, "conf": str(entry.CONF_DIR),
                   "sys_path": sys.path}))"""
@@ -62,8 +63,9 @@ def empty(tmp_path_factory) -> Path:
 def run(argv: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(site), "HYDRA_FULL_ERROR": "0"}
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, \
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, (
         f"{' '.join(argv[1:])}: exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-3000:]}"
+    )
     return proc
 
 

@@ -11,9 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_sweep.job import run
-
 from helpers import cli, compose_config
+from vae_sweep.job import run
 
 PICTURES = {"reconstructions.png", "samples.png", "traversals.png", "latent_scatter.png"}
 
@@ -32,7 +31,7 @@ def test_job_writes_every_output(tmp_path, args):
     m = read_metrics(run_dir)
     assert m["status"] == "completed" and m["epochs"] == 1 and m["steps"] == 3
     assert m["neg_elbo"] == pytest.approx(m["distortion"] + m["rate"])
-    assert 0 < m["rate"] and 0 < m["mse"] < 1 and 0 <= m["active_units"] <= m["latent_dim"]
+    assert m["rate"] > 0 and 0 < m["mse"] < 1 and 0 <= m["active_units"] <= m["latent_dim"]
     assert len(m["kl_per_dim"]) == m["latent_dim"] == 20 and sum(m["kl_per_dim"]) == pytest.approx(m["rate"], rel=1e-4)
     assert m["iwae_k"] == 4 and m["iwae_nll"] < m["neg_elbo"] * 1.05
     assert m["model"] == (args[0].split("=")[1] if args else "mlp") and m["params"] > 0
@@ -129,12 +128,17 @@ def test_unwritable_output_dir(tmp_path):
     (tmp_path / "a_file").write_text("")
     res = cli([f"hydra.run.dir={tmp_path}/a_file/run"], cwd=tmp_path)
     assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert res.stderr.strip() == f"error: hydra.run.dir={tmp_path}/a_file/run: cannot write there (Not a directory); give a folder you can write to"
+    assert (
+        res.stderr.strip()
+        == f"error: hydra.run.dir={tmp_path}/a_file/run: cannot write there (Not a directory); give a folder you can write to"
+    )
 
 
 @pytest.mark.slow
 def test_resume_refuses_a_different_model(tmp_path):
     assert cli(["debug=tiny", "eval.pictures=false", f"hydra.run.dir={tmp_path}/a"], cwd=tmp_path).returncode == 0
-    res = cli(["debug=tiny", "epochs=2", "latent_dim=5", f"resume={tmp_path}/a", f"hydra.run.dir={tmp_path}/b"], cwd=tmp_path)
+    res = cli(
+        ["debug=tiny", "epochs=2", "latent_dim=5", f"resume={tmp_path}/a", f"hydra.run.dir={tmp_path}/b"], cwd=tmp_path
+    )
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1].startswith("error: resume=") and "latent_dim=20" in res.stderr

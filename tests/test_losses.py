@@ -82,7 +82,9 @@ def test_iwae_bound_tightens_with_k_and_k1_is_the_neg_elbo():
     model = mlp_vae((1, 8, 8), latent_dim=4, hidden=(32,))
     x = (torch.rand(64, 1, 8, 8) > 0.5).float()
     torch.manual_seed(1)
-    elbo = torch.tensor([validation_terms(model, Bernoulli(), x, stochastic=True)["neg_elbo"] for _ in range(50)]).mean()
+    elbo = torch.tensor(
+        [validation_terms(model, Bernoulli(), x, stochastic=True)["neg_elbo"] for _ in range(50)]
+    ).mean()
     k1 = torch.tensor([iwae_nll(model, Bernoulli(), x, k=1) for _ in range(50)]).mean()
     k64 = iwae_nll(model, Bernoulli(), x, k=64)
     assert k1.item() == pytest.approx(elbo.item(), rel=0.01)  # both estimate E_q[-log p(x,z) + log q(z|x)]

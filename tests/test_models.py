@@ -5,13 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-
+from helpers import compose_config
 from vae_sweep.errors import ConfigError, instantiate_group
 
-from helpers import compose_config
-
-SHAPES = {"mnist_5k": (1, 28, 28), "mnist": (1, 28, 28), "fashion_mnist": (1, 28, 28), "digits": (1, 8, 8),
-          "cifar10": (3, 32, 32), "celeba": (3, 64, 64)}
+SHAPES = {
+    "mnist_5k": (1, 28, 28),
+    "mnist": (1, 28, 28),
+    "fashion_mnist": (1, 28, 28),
+    "digits": (1, 8, 8),
+    "cifar10": (3, 32, 32),
+    "celeba": (3, 64, 64),
+}
 ACCEPTS = {"mlp": set(SHAPES), "conv": set(SHAPES) - {"digits"}, "conv64": {"celeba"}}
 
 
@@ -50,7 +54,11 @@ def test_classic_mlp_is_784_400_20():
 def test_conv_decoder_mirrors_the_encoder():
     net = instantiate_group(compose_config(["model=conv"]).model, "model", input_shape=(1, 28, 28))
     convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
-    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(1, 16, (2, 2)), (16, 32, (2, 2)), (32, 32, (2, 2))]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [
+        (1, 16, (2, 2)),
+        (16, 32, (2, 2)),
+        (32, 32, (2, 2)),
+    ]
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.decoder.modules())
 
 
@@ -64,7 +72,9 @@ def test_factor_shapes_and_the_locatello_net(model, dataset):
     shape = (SHAPES | FACTOR_SHAPES)[dataset]
     cfg = compose_config([f"model={model}", "latent_dim=10"])
     if model == "locatello" and shape[1:] != (64, 64):
-        with pytest.raises(ConfigError, match=rf"^model=locatello needs 64x64 images .* gives {'x'.join(map(str, shape))} "):
+        with pytest.raises(
+            ConfigError, match=rf"^model=locatello needs 64x64 images .* gives {'x'.join(map(str, shape))} "
+        ):
             instantiate_group(cfg.model, "model", input_shape=shape)
         return
     if model != "locatello" and dataset not in FACTOR_SHAPES:

@@ -10,14 +10,13 @@ import math
 import pytest
 import torch
 
+from helpers import compose_config
 from vae_sweep import data as datasets
-from vae_sweep.conditioning import Conditioned, ConditionedVAE
+from vae_sweep.conditioning import Conditioned
 from vae_sweep.curve import beta_grid, curve_hypervolume, reference_point, write_curve
 from vae_sweep.errors import ConfigError, instantiate_group
 from vae_sweep.losses import Bernoulli, BetaVAELoss, MultiRateLoss, rate
 from vae_sweep.models import VAE
-
-from helpers import compose_config
 
 SHAPES = {"mlp": (1, 28, 28), "conv": (1, 28, 28), "conv64": (3, 64, 64)}
 
@@ -32,8 +31,9 @@ def conditioned(model: str = "mlp", kind: str | None = None, overrides: tuple[st
     return loss.condition(instantiate_group(cfg.model, "model", input_shape=SHAPES[model])), loss
 
 
-@pytest.mark.parametrize("model,kind", [("mlp", "gates"), ("mlp", "film"), ("mlp", "both"), ("conv", "gates"),
-                                        ("conv64", "both")])
+@pytest.mark.parametrize(
+    "model,kind", [("mlp", "gates"), ("mlp", "film"), ("mlp", "both"), ("conv", "gates"), ("conv64", "both")]
+)
 def test_outputs_change_with_beta_and_are_identical_for_equal_beta(model, kind):
     net, _ = conditioned(model, kind)
     net.eval()
@@ -153,14 +153,23 @@ def test_curve_trades_distortion_for_rate_along_beta(trained_curve):
     assert d[0] < d[-1] - 5 and r[0] > r[-1] + 5  # smaller beta: less distortion, more rate (0.5 if beta is ignored)
     assert all(d[i] < d[i + 1] + 2.0 for i in range(len(d) - 1))  # each step, up to 2 nats of noise
     assert all(r[i] > r[i + 1] - 1.0 for i in range(len(r) - 1))
-    assert summary["curve_hypervolume"] > 0 and summary["curve_reference"] == pytest.approx(reference_point((1, 28, 28)))
+    assert summary["curve_hypervolume"] > 0 and summary["curve_reference"] == pytest.approx(
+        reference_point((1, 28, 28))
+    )
 
 
 def test_curve_files_columns_and_units(trained_curve):
     out, _ = trained_curve
     rows = list(csv.DictReader(io.StringIO((out / "curve.csv").read_text())))
-    assert list(rows[0]) == ["beta", "distortion_nats", "rate_nats", "neg_elbo_nats", "mse_per_pixel",
-                             "iwae_nll_nats", "active_units"]
+    assert list(rows[0]) == [
+        "beta",
+        "distortion_nats",
+        "rate_nats",
+        "neg_elbo_nats",
+        "mse_per_pixel",
+        "iwae_nll_nats",
+        "active_units",
+    ]
     for row in rows:
         d, r = float(row["distortion_nats"]), float(row["rate_nats"])
         assert float(row["neg_elbo_nats"]) == pytest.approx(d + r)
@@ -173,7 +182,10 @@ def test_a_multirate_run_writes_its_curve_and_is_fixed_at_eval_beta(tmp_path):
     """The command line end to end: loss=multirate trains one model, reports it at eval.beta, writes the curve."""
     from helpers import cli
 
-    res = cli(["debug=tiny", "loss=multirate", "curve.betas=3", "eval.beta=0.1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    res = cli(
+        ["debug=tiny", "loss=multirate", "curve.betas=3", "eval.beta=0.1", f"hydra.run.dir={tmp_path}/run"],
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
@@ -195,8 +207,9 @@ def test_benchmark_quick_mode_prints_its_tables():
 
     from helpers import REPO
 
-    res = subprocess.run([sys.executable, "benchmarks/multirate.py", "--quick"], cwd=REPO, capture_output=True,
-                         text=True, timeout=300)
+    res = subprocess.run(
+        [sys.executable, "benchmarks/multirate.py", "--quick"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     for title in ("### Conditioning", "### One model vs β sweeps", "### Where the curve (3E) falls short"):
         assert title in res.stdout

@@ -16,8 +16,11 @@ from vae_sweep.runtime import cpu_count, resolve_device, set_threads
 
 def test_metrics_json_has_no_nan_and_no_temporary_file_stays(tmp_path):
     write_metrics(tmp_path, {"distortion": float("nan"), "rate": 1.5, "kl_per_dim": [0.5, float("inf")]})
-    assert json.loads((tmp_path / "metrics.json").read_text()) == {"distortion": None, "rate": 1.5,
-                                                                   "kl_per_dim": [0.5, None]}
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {
+        "distortion": None,
+        "rate": 1.5,
+        "kl_per_dim": [0.5, None],
+    }
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
     assert read_metrics(tmp_path)["rate"] == 1.5 and read_metrics(tmp_path / "nowhere") == {}
     assert nan_to_none(-math.inf) is None and nan_to_none("x") == "x"

@@ -51,7 +51,9 @@ def make_mlp(latent_dim):
 def test_files_and_sizes(tmp_path, latent_dim, n_classes):
     x, labels = make_data((1, 28, 28), n_classes=n_classes)
     paths = save_pictures(make_mlp(latent_dim), x, labels, tmp_path, n=8)
-    expected = {"reconstructions", "samples", "traversals", "latent_scatter"} | ({"manifold"} if latent_dim == 2 else set())
+    expected = {"reconstructions", "samples", "traversals", "latent_scatter"} | (
+        {"manifold"} if latent_dim == 2 else set()
+    )
     assert set(paths) == expected
     assert {p.name for p in tmp_path.iterdir()} == {f"{name}.png" for name in expected}
     sizes = {}

@@ -30,8 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from helpers import CONF, REPO
 
-SHRINK = ["epochs=1", "max_batches=2", "eval.iwae_k=2", "eval.pictures=false",
-          "eval.disentanglement.samples=200", "eval.disentanglement.batch_points=20"]  # only where factors exist
+SHRINK = [
+    "epochs=1",
+    "max_batches=2",
+    "eval.iwae_k=2",
+    "eval.pictures=false",
+    "eval.disentanglement.samples=200",
+    "eval.disentanglement.batch_points=20",
+]  # only where factors exist
 N_TRIALS = 2  # trials in every Optuna study the README's sweeps make here
 PREFIXES = ("python -m vae_sweep", "python scripts/analyze.py")
 PLACEHOLDER = "<sweep dir>"
@@ -94,8 +100,9 @@ def _sweep_node(args: list[str]) -> tuple[str, DictConfig]:
     from vae_sweep.__main__ import DEFAULT_SWEEP  # what --multirun composes when no sweep= is given
 
     node = OmegaConf.load(CONF / "sweep" / f"{_last(args, 'sweep') or DEFAULT_SWEEP}.yaml")
-    chosen = next((d["override /hydra/sweeper"] for d in node.get("defaults", []) if "override /hydra/sweeper" in d),
-                  "basic")
+    chosen = next(
+        (d["override /hydra/sweeper"] for d in node.get("defaults", []) if "override /hydra/sweeper" in d), "basic"
+    )
     return _last(args, "hydra/sweeper") or chosen, node
 
 

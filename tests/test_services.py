@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -28,6 +27,7 @@ WAIT = 60  # seconds: the bound on every wait for another process
 
 
 # ---------------------------------------------------------------------------------------- advisory lock
+
 
 @contextlib.contextmanager
 def advisory_xact_lock(engine, key: int):
@@ -75,8 +75,13 @@ def _lock_worker(argv: list[str]) -> None:
 
 
 def _worker(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(HERE), "lock-worker", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(HERE), "lock-worker", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _read_json_line(proc: subprocess.Popen, timeout: float = WAIT):
@@ -147,11 +152,12 @@ def test_advisory_lock_serialises_count_then_ask(postgres_db_url):
         engine.dispose()
     assert n == 2 * n_each  # no lost update: every read-then-write saw the one before it
     spans = sorted((s, e, i) for i, out in enumerate(outs) for s, e in out)
-    for (s1, e1, _), (s2, _, _) in zip(spans, spans[1:]):
+    for (_, e1, _), (s2, _, _) in zip(spans, spans[1:]):
         assert s2 >= e1 - 0.01, "two critical sections overlapped"
 
 
 # ------------------------------------------------------------------------------------------ optuna study
+
 
 def test_optuna_study_on_postgres_read_back_from_a_second_process(postgres_db_url):
     import optuna
@@ -169,8 +175,13 @@ def test_optuna_study_on_postgres_read_back_from_a_second_process(postgres_db_ur
         study.optimize(lambda t: (t.suggest_float("x", -2.0, 2.0) - 1.0) ** 2, n_trials=2)
         print(json.dumps({"seen": seen, "n_after": len(study.trials)}))
     """)
-    res = subprocess.run([sys.executable, "-c", child, postgres_db_url], capture_output=True, text=True,
-                         timeout=120, stdin=subprocess.DEVNULL)
+    res = subprocess.run(
+        [sys.executable, "-c", child, postgres_db_url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["seen"] == mine  # the child read our three trials
@@ -182,6 +193,7 @@ def test_optuna_study_on_postgres_read_back_from_a_second_process(postgres_db_ur
 
 # ------------------------------------------------------------------------------------------------ Slurm
 
+
 def test_srun_hostname_through_slurm(slurm_cluster):
     res = slurm_cluster.run(["srun", "-N1", "-n1", "--time=1", "hostname"], timeout=WAIT)
     assert res.returncode == 0, res.stderr
@@ -191,15 +203,18 @@ def test_srun_hostname_through_slurm(slurm_cluster):
 def test_sbatch_job_runs_and_writes_its_output(slurm_cluster, tmp_path):
     out = tmp_path / "job.out"
     script = tmp_path / "job.sh"
-    script.write_text("#!/bin/bash\necho \"job $SLURM_JOB_ID on $(hostname) in $SLURM_JOB_PARTITION\"\n")
-    res = slurm_cluster.run(["sbatch", "--wait", "--parsable", "--time=1", "-c1", f"--output={out}",
-                             str(script)], timeout=WAIT, cwd=tmp_path)
+    script.write_text('#!/bin/bash\necho "job $SLURM_JOB_ID on $(hostname) in $SLURM_JOB_PARTITION"\n')
+    res = slurm_cluster.run(
+        ["sbatch", "--wait", "--parsable", "--time=1", "-c1", f"--output={out}", str(script)],
+        timeout=WAIT,
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr
     job_id = res.stdout.strip().split(";")[0]
     assert out.read_text().strip() == f"job {job_id} on {socket.gethostname().split('.')[0]} in debug"
 
 
-APP = '''
+APP = """
 import os
 import hydra
 from omegaconf import DictConfig
@@ -213,16 +228,25 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 def test_hydra_submitit_launcher_runs_each_job_through_slurm(slurm_cluster, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed")
     (tmp_path / "app.py").write_text(APP)
-    args = [sys.executable, "app.py", "--multirun", "hydra/launcher=submitit_slurm",
-            f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.timeout_min=5",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", "hydra.launcher.tasks_per_node=1",
-            "hydra.sweep.dir=multirun", "+x=1,2"]
+    args = [
+        sys.executable,
+        "app.py",
+        "--multirun",
+        "hydra/launcher=submitit_slurm",
+        f"hydra.launcher.partition={slurm_cluster.partition}",
+        "hydra.launcher.timeout_min=5",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.mem_gb=1",
+        "hydra.launcher.tasks_per_node=1",
+        "hydra.sweep.dir=multirun",
+        "+x=1,2",
+    ]
     res = slurm_cluster.run(args, timeout=180, cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
     logs = sorted((tmp_path / "multirun" / ".submitit").glob("*/*_log.out"))

@@ -12,10 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from helpers import CONF, cli, compose_config
 from vae_sweep import data, sprites
 from vae_sweep.errors import ConfigError, instantiate_group
-
-from helpers import CONF, cli, compose_config
 
 # Orientation classes 0, 13, 26, 39 (39 draws the same image as 0) and positions 0, 8, 16, 24: 1,152 images.
 SMALL = {"orientation": 13, "posX": 8, "posY": 8}
@@ -169,14 +168,28 @@ def _write_dsprites(folder, drop_last: bool = False) -> np.ndarray:
     pickled `metadata` dict as the release has. Returns latents_classes as written."""
     n = math.prod(FILE_SIZES)
     classes = sprites.grid_classes(FILE_SIZES).numpy()  # (48, 6) int64
-    values = np.stack([classes[:, 0] + 1.0, classes[:, 1] + 1.0, 0.5 + 0.5 * classes[:, 2],
-                       classes[:, 3] * math.pi, classes[:, 4] * 1.0, classes[:, 5] * 1.0], axis=1)
+    values = np.stack(
+        [
+            classes[:, 0] + 1.0,
+            classes[:, 1] + 1.0,
+            0.5 + 0.5 * classes[:, 2],
+            classes[:, 3] * math.pi,
+            classes[:, 4] * 1.0,
+            classes[:, 5] * 1.0,
+        ],
+        axis=1,
+    )
     imgs = np.zeros((n, 64, 64), dtype=np.uint8)
     imgs[np.arange(n), 0, np.arange(n)] = 1
     order = np.random.default_rng(0).permutation(n)[: n - drop_last]
     folder.mkdir(parents=True)
-    np.savez_compressed(folder / sprites.DSPRITES_FILE, imgs=imgs[order], latents_values=values[order],
-                        latents_classes=classes[order], metadata=np.array({"title": "dSprites"}, dtype=object))
+    np.savez_compressed(
+        folder / sprites.DSPRITES_FILE,
+        imgs=imgs[order],
+        latents_values=values[order],
+        latents_classes=classes[order],
+        metadata=np.array({"title": "dSprites"}, dtype=object),
+    )
     return classes[order]
 
 
@@ -226,15 +239,23 @@ def test_sprites_yaml_through_load(tmp_path):
 
 
 def test_locatello_net_shapes_and_layers():
-    net = instantiate_group(compose_config(["model=locatello", "latent_dim=10"]).model, "model", input_shape=(1, 64, 64))
+    net = instantiate_group(
+        compose_config(["model=locatello", "latent_dim=10"]).model, "model", input_shape=(1, 64, 64)
+    )
     x = torch.rand(4, 1, 64, 64)
     logits, mu, logvar = net(x)
     assert logits.shape == (4, 1, 64, 64) and mu.shape == logvar.shape == (4, 10)
-    convs = [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in net.encoder
-             if isinstance(m, torch.nn.Conv2d)]
+    convs = [
+        (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0])
+        for m in net.encoder
+        if isinstance(m, torch.nn.Conv2d)
+    ]
     assert convs == [(1, 32, 4, 2), (32, 32, 4, 2), (32, 64, 2, 2), (64, 64, 2, 2)]
-    dec = [(m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0]) for m in net.decoder
-           if isinstance(m, torch.nn.ConvTranspose2d)]
+    dec = [
+        (m.in_channels, m.out_channels, m.kernel_size[0], m.stride[0])
+        for m in net.decoder
+        if isinstance(m, torch.nn.ConvTranspose2d)
+    ]
     assert dec == [(64, 64, 4, 2), (64, 32, 4, 2), (32, 32, 4, 2), (32, 1, 4, 2)]
     fcs = [(m.in_features, m.out_features) for m in net.modules() if isinstance(m, torch.nn.Linear)]
     assert fcs == [(1024, 256), (256, 10), (256, 10), (10, 256), (256, 1024)]
@@ -249,15 +270,26 @@ def test_locatello_refuses_28x28():
 @pytest.mark.slow
 def test_tiny_job_on_sprites(tmp_path):
     out = tmp_path / "run"
-    args = ["dataset=sprites", "model=locatello", "latent_dim=10", "debug=tiny", f"data_dir={tmp_path / 'data'}",
-            f"hydra.run.dir={out}"]
+    args = [
+        "dataset=sprites",
+        "model=locatello",
+        "latent_dim=10",
+        "debug=tiny",
+        f"data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={out}",
+    ]
     done = cli(args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["steps"] == 3 and metrics["dataset"] == "sprites"
     assert metrics["model"] == "locatello" and metrics["params"] == sum(
-        p.numel() for p in instantiate_group(compose_config(["model=locatello", "latent_dim=10"]).model, "model",
-                                             input_shape=(1, 64, 64)).parameters())
+        p.numel()
+        for p in instantiate_group(
+            compose_config(["model=locatello", "latent_dim=10"]).model, "model", input_shape=(1, 64, 64)
+        ).parameters()
+    )
     assert (tmp_path / "data" / "sprites" / "sprites_v1_3x6x10x16x16_stride1-1-4-2-2.npy").is_file()
-    refused = cli(["dataset=mnist_5k", "model=locatello", "debug=tiny", f"hydra.run.dir={tmp_path / 'no'}"], cwd=tmp_path)
+    refused = cli(
+        ["dataset=mnist_5k", "model=locatello", "debug=tiny", f"hydra.run.dir={tmp_path / 'no'}"], cwd=tmp_path
+    )
     assert refused.returncode != 0 and "error: model=locatello needs 64x64 images" in refused.stderr

@@ -14,16 +14,21 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from vae_sweep.runtime import cpu_count
-
 from helpers import cli
+from vae_sweep.runtime import cpu_count
 
 FAST = ["debug=tiny", "eval.pictures=false"]
 
 
 def sweep_args(tmp_path: Path, name: str, n_trials: int, *extra: str) -> list[str]:
-    return ["--multirun", f"hydra.sweep.dir={tmp_path}/{name}", f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
-            f"hydra.sweeper.n_trials={n_trials}", *FAST, *extra]
+    return [
+        "--multirun",
+        f"hydra.sweep.dir={tmp_path}/{name}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
+        f"hydra.sweeper.n_trials={n_trials}",
+        *FAST,
+        *extra,
+    ]
 
 
 def load_trials(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
@@ -45,9 +50,16 @@ def test_default_sweep_samples_with_tpe_as_motpe_did():
     from helpers import CONF
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        sampler = compose(config_name="config", overrides=["sweep=pareto"], return_hydra_config=True).hydra.sweeper.sampler
+        sampler = compose(
+            config_name="config", overrides=["sweep=pareto"], return_hydra_config=True
+        ).hydra.sweeper.sampler
     assert sampler._target_ == "optuna.samplers.TPESampler"
-    assert (sampler.seed, sampler.n_startup_trials, sampler.n_ei_candidates, sampler.consider_endpoints) == (0, 10, 24, False)
+    assert (sampler.seed, sampler.n_startup_trials, sampler.n_ei_candidates, sampler.consider_endpoints) == (
+        0,
+        10,
+        24,
+        False,
+    )
 
 
 @pytest.mark.slow
@@ -93,8 +105,13 @@ def test_failure_budget_stops_the_sweep_with_a_reason(tmp_path):
     args = sweep_args(tmp_path, "s", 10, "optimizer=sgd", "lr=choice(1e6)", "hydra.sweeper.max_failure_rate=0.2")
     res = cli(args, cwd=tmp_path)
     assert res.returncode != 0 and "Traceback" not in res.stderr
-    assert res.stderr.strip().splitlines()[-1].startswith(
-        "error: sweep stopped: 3 trials failed, more than hydra.sweeper.max_failure_rate=0.2 of n_trials=10 allows")
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: sweep stopped: 3 trials failed, more than hydra.sweeper.max_failure_rate=0.2 of n_trials=10 allows"
+        )
+    )
     assert len(load_trials(tmp_path)) == 3
 
 
@@ -102,7 +119,10 @@ def test_failure_budget_stops_the_sweep_with_a_reason(tmp_path):
 def test_bad_search_space_is_refused_before_any_trial(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 3, "beta=interval(-1.0,1.0)"), cwd=tmp_path)
     assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1] == "error: hydra.sweeper.params.beta reaches -1.0: beta=-1.0: must be a number >= 0"
+    assert (
+        res.stderr.strip().splitlines()[-1]
+        == "error: hydra.sweeper.params.beta reaches -1.0: beta=-1.0: must be a number >= 0"
+    )
     assert not list((tmp_path / "s").glob("*/metrics.json"))
 
 
@@ -157,9 +177,16 @@ def test_rerun_tops_up_and_a_full_study_runs_nothing(tmp_path):
 
 @pytest.mark.slow
 def test_two_processes_share_one_study(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-m", "vae_sweep", *sweep_args(tmp_path, name, 8, "max_batches=10")],
-                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for name in ("a", "b")]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vae_sweep", *sweep_args(tmp_path, name, 8, "max_batches=10")],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
@@ -192,5 +219,7 @@ def test_grid_sweep_with_the_basic_sweeper(tmp_path):
 def test_searching_beta_with_a_loss_that_ignores_it_is_refused(tmp_path):
     res = cli(sweep_args(tmp_path, "s", 3, "loss=elbo"), cwd=tmp_path)
     assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1] == ("error: hydra.sweeper.params.beta: no config group reads it "
-                                                   "(loss=elbo, model=mlp); use loss=beta to search beta")
+    assert res.stderr.strip().splitlines()[-1] == (
+        "error: hydra.sweeper.params.beta: no config group reads it "
+        "(loss=elbo, model=mlp); use loss=beta to search beta"
+    )

@@ -22,8 +22,10 @@ from vae_sweep.train import build
 from vae_sweep.validate import check_argv, check_fits_in_memory, check_sweeper, describe, group_options, validate
 
 NO_CUDA = not torch.cuda.is_available()
-MEMORY = re.compile(r"latent_dim=100000000: the model would have 120,200,628,784 parameters \(1923\.2 GB with "
-                    r"gradients and optimizer state\); the cpu has \d+\.\d GB available")
+MEMORY = re.compile(
+    r"latent_dim=100000000: the model would have 120,200,628,784 parameters \(1923\.2 GB with "
+    r"gradients and optimizer state\); the cpu has \d+\.\d GB available"
+)
 
 # command line -> the one line it must end in ("error: " added). Cases marked JOB pass the pre-check and fail at
 # the job's start (they need the dataset); every other case fails before Hydra starts anything. "{tmp}" is the cwd.
@@ -40,16 +42,16 @@ CLI_CASES = {
     "device=tpu": "device=tpu: must be auto, cpu, cuda, cuda:N or mps",
     "device=cuda:7": JOB + "device=cuda:7: ",  # the pattern is fine; this machine has no such device
     "lattent_dim=3": "lattent_dim: the config has no setting 'lattent_dim'; did you mean latent_dim? "
-                     "(add a new key with +lattent_dim=...)",
+    "(add a new key with +lattent_dim=...)",
     # model
     "model=transformer": "model=transformer: no such option; model accepts conv, conv64, locatello, mlp",
     "model=conv model.channels=[]": "model.channels=[]: must be a non-empty list of integers >= 1",
     "model.hidden=[a]": "model.hidden=[a]: must be a list of integers >= 1",
     "model.hiden=[3]": "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
-                       "(its settings: hidden, latent_dim, split_heads)",
+    "(its settings: hidden, latent_dim, split_heads)",
     "model=conv model.activation=gelu": "model.activation=gelu: must be relu or leaky_relu",
     "model=conv64": JOB + "model=conv64 needs images larger than 32x32 (5 stride-2 layers); the dataset gives "
-                    "1x28x28 (C x H x W): use model=mlp or a larger dataset",
+    "1x28x28 (C x H x W): use model=mlp or a larger dataset",
     "latent_dim=100000000 device=cpu": JOB + MEMORY.pattern,
     # loss and likelihood
     "loss=capacity loss.c_steps=1.5": "loss.c_steps=1.5: must be an integer >= 0",
@@ -68,12 +70,12 @@ CLI_CASES = {
     "dataset=celeba dataset.crop=0": "dataset.crop=0: must be an integer >= 1",
     "dataset=mnist dataset.variant=KMNIST": "dataset.variant=KMNIST: must be MNIST or FashionMNIST",
     "dataset=mnist": JOB + "dataset.data_dir: MNIST not found under '{tmp}/no_data' with dataset.download=false; set "
-                     "dataset.download=true to fetch it, or point dataset.data_dir at a folder holding MNIST/raw",
+    "dataset.download=true to fetch it, or point dataset.data_dir at a folder holding MNIST/raw",
     # eval
     "eval.batch_size=0": "eval.batch_size=0: must be an integer >= 1",
     "eval.iwae_k=-1": "eval.iwae_k=-1: must be an integer >= 0",
     "eval.batchsize=3": "eval.batchsize: eval has no setting 'batchsize'; did you mean batch_size? "
-                        "(add a new key with +eval.batchsize=...)",
+    "(add a new key with +eval.batchsize=...)",
     # sweeps
     "beta=0.1,1": "beta=0.1,1: a sweep over values runs only with --multirun (for a list, write beta=[...])",
     "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, elbo, grid, pareto",
@@ -82,9 +84,9 @@ CLI_CASES = {
     "--multirun hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0: must be an integer >= 1, or -1 for one per core",
     "--multirun hydra.sweeper.direction=up": "hydra.sweeper.direction=up: must be minimize or maximize, or a list of them",
     "--multirun objectives=[foo]": "objectives=[foo]: must be one or more of distortion, rate, neg_elbo, iwae_nll, mse, "
-                                   "curve_hypervolume",
+    "curve_hypervolume",
     "--multirun objectives=[neg_elbo]": "objectives=[neg_elbo]: hydra.sweeper.direction=[minimize,minimize] asks "
-                                        "for 2; give one objective per direction",
+    "for 2; give one objective per direction",
     "--multirun loss=ae": "objectives=[distortion,rate]: loss=ae has no rate; choose from distortion, mse",
     "--multirun sweep=elbo objectives=[iwae_nll] eval.iwae_k=0": "eval.iwae_k=0: objective iwae_nll needs eval.iwae_k >= 1",
     "--multirun model=conv model.channels=[] beta=0.1,1": "model.channels=[]: must be a non-empty list of integers >= 1",
@@ -98,8 +100,11 @@ def test_bad_setting_is_one_line_before_any_work(tmp_path, line):
     if line.startswith("device=cuda") and not NO_CUDA:
         pytest.skip("this machine has CUDA")
     in_job = expected.startswith(JOB)
-    out = ["hydra.sweep.dir={tmp}/sweep", "hydra.sweeper.storage=sqlite:///{tmp}/study.db"] if "--multirun" in line \
+    out = (
+        ["hydra.sweep.dir={tmp}/sweep", "hydra.sweeper.storage=sqlite:///{tmp}/study.db"]
+        if "--multirun" in line
         else ["hydra.run.dir={tmp}/run"]
+    )
     args = [a.format(tmp=tmp_path) for a in [*line.split(), "data_dir={tmp}/no_data", *out]]
     res = cli(args, cwd=tmp_path, timeout=120)
     assert res.returncode != 0 and "Traceback" not in res.stderr, res.stderr
@@ -130,24 +135,39 @@ def refused(argv: list[str]) -> str:
     return str(e.value)
 
 
-@pytest.mark.parametrize("argv, line", [
-    (["latent_dim=???"], "latent_dim=???: must be an integer >= 1"),
-    (["model.latent_dim=${nope}"], "model.latent_dim=${nope}: Interpolation key 'nope' not found"),
-    (["model.hidden=[1,"], "model.hidden=[1,: cannot be parsed (no viable alternative at input '[1,'); "
-                           "see https://hydra.cc/docs/advanced/override_grammar/basic/"),
-    (["+latent_dim=4"], "+latent_dim=4: Could not append to config. An item is already at 'latent_dim'."),
-    (["~nope"], "~nope: Could not delete from config. 'nope' does not exist."),
-    (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp"),
-    (["~model"], "model=null: choose an option with model=<option>"),
-    (["+model.hiden=3"], "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
-                         "(its settings: hidden, latent_dim, split_heads)"),
-    (["-m", "hydra/sweeper/sampler=foo"], "hydra/sweeper/sampler=foo: no such option; hydra/sweeper/sampler accepts "
-                                    "cmaes, grid, motpe, nsgaii, random, tpe"),
-    (["-m", "hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1: must be an integer >= 0 or null"),
-    (["-m", "sweep=grid", "hydra.sweeper.params.beta=-1"], "beta=-1: must be a number >= 0"),  # a sweep's fixed value
-    (["optimizer=adamw", "optimizer.fused=maybe"], "optimizer.fused=maybe: must be true or false or null"),
-    (["dataset=celeba", "dataset.max_examples=0"], "dataset.max_examples=0: must be an integer >= 1 or null"),
-])
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["latent_dim=???"], "latent_dim=???: must be an integer >= 1"),
+        (["model.latent_dim=${nope}"], "model.latent_dim=${nope}: Interpolation key 'nope' not found"),
+        (
+            ["model.hidden=[1,"],
+            "model.hidden=[1,: cannot be parsed (no viable alternative at input '[1,'); "
+            "see https://hydra.cc/docs/advanced/override_grammar/basic/",
+        ),
+        (["+latent_dim=4"], "+latent_dim=4: Could not append to config. An item is already at 'latent_dim'."),
+        (["~nope"], "~nope: Could not delete from config. 'nope' does not exist."),
+        (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp"),
+        (["~model"], "model=null: choose an option with model=<option>"),
+        (
+            ["+model.hiden=3"],
+            "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
+            "(its settings: hidden, latent_dim, split_heads)",
+        ),
+        (
+            ["-m", "hydra/sweeper/sampler=foo"],
+            "hydra/sweeper/sampler=foo: no such option; hydra/sweeper/sampler accepts "
+            "cmaes, grid, motpe, nsgaii, random, tpe",
+        ),
+        (["-m", "hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1: must be an integer >= 0 or null"),
+        (
+            ["-m", "sweep=grid", "hydra.sweeper.params.beta=-1"],
+            "beta=-1: must be a number >= 0",
+        ),  # a sweep's fixed value
+        (["optimizer=adamw", "optimizer.fused=maybe"], "optimizer.fused=maybe: must be true or false or null"),
+        (["dataset=celeba", "dataset.max_examples=0"], "dataset.max_examples=0: must be an integer >= 1 or null"),
+    ],
+)
 def test_more_bad_settings_in_process(argv, line, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert refused(argv) == line
@@ -157,24 +177,41 @@ def test_more_bad_settings_in_process(argv, line, tmp_path, monkeypatch):
 def test_unknown_sweeper_setting_gets_a_hint(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert refused(["--multirun", "hydra.sweeper.ntrials=3"]).startswith(
-        "hydra.sweeper.ntrials: hydra.sweeper has no setting 'ntrials'; did you mean n_trials? (its settings: ")
+        "hydra.sweeper.ntrials: hydra.sweeper has no setting 'ntrials'; did you mean n_trials? (its settings: "
+    )
 
 
 def test_output_dir_is_probed_not_created(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a_file").write_text("")
     assert refused([f"hydra.run.dir={tmp_path}/a_file/run"]) == (
-        f"hydra.run.dir={tmp_path}/a_file/run: cannot write there (Not a directory); give a folder you can write to")
+        f"hydra.run.dir={tmp_path}/a_file/run: cannot write there (Not a directory); give a folder you can write to"
+    )
     check_argv([f"hydra.run.dir={tmp_path}/new/run"], CONF)
     assert not (tmp_path / "new").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    [], ["--cfg", "job", "model=conv"], ["--multirun"], ["--multirun", "beta=0.1,1,4", "sweep=grid"],
-    ["--multirun", "latent_dim=choice(2,4)", "lr=tag(log, interval(1e-4, 1e-2))", "model=conv", "model.channels=[8]"],
-    ["-m", "sweep=elbo", "objectives=[iwae_nll]"], ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    ["~scheduler"], ["--help"], ["--info"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--cfg", "job", "model=conv"],
+        ["--multirun"],
+        ["--multirun", "beta=0.1,1,4", "sweep=grid"],
+        [
+            "--multirun",
+            "latent_dim=choice(2,4)",
+            "lr=tag(log, interval(1e-4, 1e-2))",
+            "model=conv",
+            "model.channels=[8]",
+        ],
+        ["-m", "sweep=elbo", "objectives=[iwae_nll]"],
+        ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+        ["~scheduler"],
+        ["--help"],
+        ["--info"],
+    ],
+)
 def test_good_command_lines_pass(argv, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     check_argv(with_default_sweep(argv), CONF)
@@ -237,8 +274,11 @@ def test_a_model_too_large_is_refused_without_allocating_it():
 def test_memory_message_names_the_largest_size_setting(monkeypatch):
     monkeypatch.setattr(sys.modules["vae_sweep.validate"], "available_memory", lambda device: 10**9)
     cfg = compose_config(["model.hidden=[1000000]"])
-    with pytest.raises(ConfigError, match=r"^model.hidden=\[1000000\]: the model would have 1,589,021,204 parameters "
-                                          r"\(25.4 GB with gradients and optimizer state\); the cpu has 1.0 GB available$"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^model.hidden=\[1000000\]: the model would have 1,589,021,204 parameters "
+        r"\(25.4 GB with gradients and optimizer state\); the cpu has 1.0 GB available$",
+    ):
         check_fits_in_memory(cfg, 1_589_021_204, torch.device("cpu"))
     check_fits_in_memory(cfg, 1000, torch.device("cpu"))
 

@@ -51,8 +51,10 @@ def main() -> None:
 
     if not (CONF_DIR / "config.yaml").is_file():
         here = Path(__file__).resolve().parent
-        sys.exit(f"error: vae_sweep's config: no config.yaml in {here / 'conf'} (installed) or {CONF_DIR} (checkout):"
-                 " reinstall vae_sweep")
+        sys.exit(
+            f"error: vae_sweep's config: no config.yaml in {here / 'conf'} (installed) or {CONF_DIR} (checkout):"
+            " reinstall vae_sweep"
+        )
     sys.argv[1:] = with_default_sweep(sys.argv[1:])
     try:
         check_argv(sys.argv[1:], CONF_DIR)

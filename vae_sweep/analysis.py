@@ -141,8 +141,10 @@ def history_table(df: pd.DataFrame) -> pd.DataFrame:
     completed distortion and rate."""
     several = df["source"].nunique() > 1
     x = np.arange(len(df)) if several else df["trial"].to_numpy(dtype=float, na_value=np.nan)
-    out = pd.DataFrame({"order" if several else "trial": x,
-                        "failed": df["status"].isin([Status.DIVERGED, Status.FAILED])}, index=df.index)
+    out = pd.DataFrame(
+        {"order" if several else "trial": x, "failed": df["status"].isin([Status.DIVERGED, Status.FAILED])},
+        index=df.index,
+    )
     done = df["status"].eq(Status.COMPLETED)
     for term in ELBO_TERMS:
         y = df[term].where(done)
@@ -167,7 +169,8 @@ def trials_table(df: pd.DataFrame) -> pd.DataFrame:
     per_dim = column_name(PER_DIM)
     if per_dim in out:
         out[per_dim] = out[per_dim].map(
-            lambda v: json.dumps([x if finite(x) else None for x in v]) if isinstance(v, list) else None)
+            lambda v: json.dumps([x if finite(x) else None for x in v]) if isinstance(v, list) else None
+        )
     return out
 
 
@@ -177,9 +180,16 @@ def summary_markdown(df: pd.DataFrame, top: int = 5) -> str:
     done = completed(df)
     front = done[done["pareto"]].sort_values(FRONT[0])
     sources = ", ".join(f"`{s}`" for s in df["source"].unique())
-    lines = ["# Sweep analysis", "", f"{sources}: {status_line(df)}." if sources else f"{status_line(df)}.", "",
-             f"## Pareto set: {len(front)} of {len(done)} completed trials", "",
-             f"Minimising {' and '.join(FRONT)} together: no other completed trial is at least as good in both.", ""]
+    lines = [
+        "# Sweep analysis",
+        "",
+        f"{sources}: {status_line(df)}." if sources else f"{status_line(df)}.",
+        "",
+        f"## Pareto set: {len(front)} of {len(done)} completed trials",
+        "",
+        f"Minimising {' and '.join(FRONT)} together: no other completed trial is at least as good in both.",
+        "",
+    ]
     lines += _md_table(front, df) if len(front) else [f"No completed trial has a finite {' and '.join(FRONT)}."]
     for objective in OBJECTIVES:
         pick = pd.DataFrame.nsmallest if METRICS[objective].direction == "minimize" else pd.DataFrame.nlargest

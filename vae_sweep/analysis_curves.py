@@ -31,8 +31,11 @@ def curve_table(df: pd.DataFrame) -> pd.DataFrame:
     `beta`, `distortion` and `rate` (nats per example), and `front` (`curves_front`). attrs: `reference` (D_ref,
     R_ref) in nats, `hypervolume` in nats², and `why` when the frame is empty (no trial has a curve.csv)."""
     done = completed(df)
-    frames = [_read_curve(Path(str(row["run_dir"])) / "curve.csv", row) for _, row in done.iterrows()
-              if row.get("run_dir") is not None and (Path(str(row["run_dir"])) / "curve.csv").is_file()]
+    frames = [
+        _read_curve(Path(str(row["run_dir"])) / "curve.csv", row)
+        for _, row in done.iterrows()
+        if row.get("run_dir") is not None and (Path(str(row["run_dir"])) / "curve.csv").is_file()
+    ]
     if not frames:
         empty = pd.DataFrame(columns=list(POINTS))
         empty.attrs["why"] = "no completed trial has a curve.csv (a sweep of loss=multirate writes one: sweep=curve)"
@@ -53,8 +56,10 @@ def _reference(done: pd.DataFrame) -> tuple[float, float] | None:
     """The (D_ref, R_ref) recorded in metrics.json (`curve_reference`), one for the whole sweep; None if none is."""
     refs = {tuple(r) for r in done.get("curve_reference", pd.Series(dtype=object)) if isinstance(r, (list, tuple))}
     if len(refs) > 1:
-        log.warning("curves: trials record %d reference points (different datasets?); the front's hypervolume "
-                    "uses the largest", len(refs))
+        log.warning(
+            "curves: trials record %d reference points (different datasets?); the front's hypervolume uses the largest",
+            len(refs),
+        )
     return max(refs) if refs else None
 
 

@@ -82,9 +82,18 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
     norm, markers = _beta_norm(ok["beta"]), _markers(ok)
     by_mig = bool(np.isfinite(ok["mig"]).any())  # a sweep on a dataset with factors: marker area grows with MIG
     for dim, group in ok.groupby("latent_dim"):
-        ax.scatter(group["distortion"], group["rate"], c=group["beta"], norm=norm, cmap="viridis",
-                   marker=markers[dim], s=_mig_sizes(group["mig"]) if by_mig else 45, edgecolors="0.2",
-                   linewidths=0.5, zorder=3)
+        ax.scatter(
+            group["distortion"],
+            group["rate"],
+            c=group["beta"],
+            norm=norm,
+            cmap="viridis",
+            marker=markers[dim],
+            s=_mig_sizes(group["mig"]) if by_mig else 45,
+            edgecolors="0.2",
+            linewidths=0.5,
+            zorder=3,
+        )
     front = ok[ok["pareto"]].sort_values("distortion")
     ax.step(front["distortion"], front["rate"], where="post", color="crimson", lw=1.5, zorder=2)
     ax.scatter(front["distortion"], front["rate"], s=130, facecolors="none", edgecolors="crimson", zorder=2)
@@ -92,17 +101,33 @@ def plot_rate_distortion(df: pd.DataFrame) -> Figure | None:
     _auto_scale(ax, "y", ok["rate"])
     ax.margins(0.08)
     _iso_elbo(ax, ok["distortion"] + ok["rate"])
-    fig.colorbar(ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="β (log scale)" if
-                 isinstance(norm, LogNorm) else "β")
+    fig.colorbar(
+        ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="β (log scale)" if isinstance(norm, LogNorm) else "β"
+    )
     handles = [Line2D([], [], ls="", marker=m, color="0.5", label=f"{int(d)}") for d, m in markers.items()]
-    handles += [Line2D([], [], color="crimson", marker="o", mfc="none", label="Pareto front"),
-                Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo\n(D + R, labelled)")]
+    handles += [
+        Line2D([], [], color="crimson", marker="o", mfc="none", label="Pareto front"),
+        Line2D([], [], color="0.6", lw=0.8, ls="--", label="equal neg_elbo\n(D + R, labelled)"),
+    ]
     if by_mig:
-        handles += [Line2D([], [], ls="", marker="o", color="0.5", ms=float(np.sqrt(_mig_sizes(pd.Series([v]))[0])),
-                           label=f"MIG {v:g}") for v in (0.0, 0.25, 0.5)]
+        handles += [
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="o",
+                color="0.5",
+                ms=float(np.sqrt(_mig_sizes(pd.Series([v]))[0])),
+                label=f"MIG {v:g}",
+            )
+            for v in (0.0, 0.25, 0.5)
+        ]
     fig.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="outside right upper")
-    ax.set(xlabel=METRICS["distortion"].label, ylabel=METRICS["rate"].label,
-           title=f"Rate-distortion: {len(ok)} completed trials, {len(front)} on the Pareto front")
+    ax.set(
+        xlabel=METRICS["distortion"].label,
+        ylabel=METRICS["rate"].label,
+        title=f"Rate-distortion: {len(ok)} completed trials, {len(front)} on the Pareto front",
+    )
     return fig
 
 
@@ -126,8 +151,16 @@ def _iso_elbo(ax, totals: pd.Series) -> None:
             continue
         ax.plot(px[inside], py[inside], color="0.6", lw=0.8, ls="--", zorder=1)
         x_at = min(max(c - top, px[inside][0]), px[inside][-1])  # near the top, or where it enters
-        ax.annotate(f"{c:g}", (x_at, c - x_at), fontsize=7, color="0.35", ha="left", va="top",
-                    xytext=(2, -1), textcoords="offset points")
+        ax.annotate(
+            f"{c:g}",
+            (x_at, c - x_at),
+            fontsize=7,
+            color="0.35",
+            ha="left",
+            va="top",
+            xytext=(2, -1),
+            textcoords="offset points",
+        )
     ax.set(xlim=(x0, x1), ylim=(y0, y1))
 
 
@@ -148,10 +181,14 @@ def plot_disentanglement_vs_beta(df: pd.DataFrame) -> Figure | None:
     ok = ok[ok["beta"] > 0]
     metrics = [m for m in DISENTANGLEMENT if np.isfinite(ok[m]).any()]
     if ok.empty or not metrics or ok["beta"].nunique() < 2:
-        return _no_data("disentanglement_vs_beta", "no two values of beta among completed trials with "
-                                                   "disentanglement scores (a dataset with factors: sprites, dsprites)")
-    return _against_beta(ok, metrics, f"Disentanglement against β ({len(ok)} completed trials; 1 is perfect)",
-                         ylim=(0, 1.02))
+        return _no_data(
+            "disentanglement_vs_beta",
+            "no two values of beta among completed trials with "
+            "disentanglement scores (a dataset with factors: sprites, dsprites)",
+        )
+    return _against_beta(
+        ok, metrics, f"Disentanglement against β ({len(ok)} completed trials; 1 is perfect)", ylim=(0, 1.02)
+    )
 
 
 def _against_beta(ok: pd.DataFrame, metrics: list[str], title: str, ylim: tuple | None = None) -> Figure:
@@ -165,15 +202,16 @@ def _against_beta(ok: pd.DataFrame, metrics: list[str], title: str, ylim: tuple 
     for ax, metric in zip(axes, metrics):
         for dim, group in ok.groupby("latent_dim"):
             group = group[np.isfinite(group[metric])].sort_values("beta")
-            ax.plot(group["beta"], group[metric], marker=markers[dim], color=colors[dim], ms=5, lw=1,
-                    label=f"{int(dim)}")
+            ax.plot(
+                group["beta"], group[metric], marker=markers[dim], color=colors[dim], ms=5, lw=1, label=f"{int(dim)}"
+            )
         ax.set_xscale("log")
         if ylim is None:
             _auto_scale(ax, "y", ok[metric].dropna())
         else:
             ax.set_ylim(*ylim)
         ax.set(xlabel="β (log scale)", ylabel=METRICS[metric].label)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     fig.legend(*axes[0].get_legend_handles_labels(), title="latent_dim", loc="outside right upper", fontsize=8)
     fig.suptitle(title)
@@ -195,8 +233,14 @@ def plot_history(history: pd.DataFrame) -> Figure | None:
         ax.step(x, history[f"{metric}_best"], where="post", color="C0", lw=1.5, label="best so far")
         failed = x[history["failed"]]
         if len(failed):
-            ax.plot(failed, np.full(len(failed), 0.03), "x", color="crimson", transform=ax.get_xaxis_transform(),
-                    label="diverged / failed")
+            ax.plot(
+                failed,
+                np.full(len(failed), 0.03),
+                "x",
+                color="crimson",
+                transform=ax.get_xaxis_transform(),
+                label="diverged / failed",
+            )
         _auto_scale(ax, "y", history[metric].dropna())
         ax.set_ylabel(METRICS[metric].label)
     if "hypervolume" in panels:
@@ -212,21 +256,25 @@ def plot_history(history: pd.DataFrame) -> Figure | None:
 def plot_importance(importance: pd.DataFrame) -> Figure | None:
     """Bar chart of `importance.param_importance`: one group of bars per parameter, one bar per objective."""
     if importance.empty:
-        return _no_data("importance", f"needs at least {MIN_IMPORTANCE_TRIALS} completed trials and a searched "
-                                      "numeric parameter")
-    fig = Figure(figsize=(6.5, 1.0 + 0.7 * len(importance) * max(1, len(importance.columns) / 2)),
-                 layout="constrained")
+        return _no_data(
+            "importance", f"needs at least {MIN_IMPORTANCE_TRIALS} completed trials and a searched numeric parameter"
+        )
+    fig = Figure(figsize=(6.5, 1.0 + 0.7 * len(importance) * max(1, len(importance.columns) / 2)), layout="constrained")
     ax = fig.add_subplot()
     height = 0.8 / len(importance.columns)
     pos = np.arange(len(importance))
     for i, objective in enumerate(importance.columns):
         ax.barh(pos + i * height, importance[objective], height, label=objective, color=f"C{i}")
     log10 = importance.attrs.get("log10", [])
-    ax.set_yticks(pos + height * (len(importance.columns) - 1) / 2,
-                  [f"log10 {p}" if p in log10 else p for p in importance.index])
+    ax.set_yticks(
+        pos + height * (len(importance.columns) - 1) / 2, [f"log10 {p}" if p in log10 else p for p in importance.index]
+    )
     ax.invert_yaxis()
-    ax.set(xlabel="importance (mean decrease in impurity, sums to 1 per objective)", xlim=(0, 1),
-           title=f"Parameter importance (random forest on {importance.attrs.get('trials', '?')} completed trials)")
+    ax.set(
+        xlabel="importance (mean decrease in impurity, sums to 1 per objective)",
+        xlim=(0, 1),
+        title=f"Parameter importance (random forest on {importance.attrs.get('trials', '?')} completed trials)",
+    )
     ax.legend(title="objective", fontsize=8)
     return fig
 
@@ -255,8 +303,10 @@ def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
                 ax.text(0.5, 0.5, "no picture", ha="center", va="center", transform=ax.transAxes)
             ax.set_xticks([]), ax.set_yticks([])
             ax.spines[:].set_visible(False)
-        axes[0, col].set_title(f"β={trial['beta']:.3g}  L={int(trial['latent_dim'])}\n"
-                               f"D={trial['distortion']:.4g}  R={trial['rate']:.3g}", fontsize=8)
+        axes[0, col].set_title(
+            f"β={trial['beta']:.3g}  L={int(trial['latent_dim'])}\nD={trial['distortion']:.4g}  R={trial['rate']:.3g}",
+            fontsize=8,
+        )
     for row, label in enumerate(kinds.values()):
         axes[row, 0].set_ylabel(label, fontsize=8)
     fig.suptitle(f"Pareto-front trials by β (D, R in {METRICS['distortion'].unit.axis})", fontsize=10)
@@ -285,8 +335,10 @@ def plot_curves(curves: pd.DataFrame) -> Figure | None:
     reference, n = curves.attrs.get("reference"), curves["trial"].nunique()
     title = f"{n} curve{'s' if n != 1 else ''} (one per trial), {len(front)} points on their front"
     if reference is not None:
-        title += (f"\nfront's hypervolume {curves.attrs['hypervolume']:,.0f} {METRICS['curve_hypervolume'].unit.axis}"
-                  f" against (D, R) = ({reference[0]:.1f}, {reference[1]:.1f})")
+        title += (
+            f"\nfront's hypervolume {curves.attrs['hypervolume']:,.0f} {METRICS['curve_hypervolume'].unit.axis}"
+            f" against (D, R) = ({reference[0]:.1f}, {reference[1]:.1f})"
+        )
     ax.set_title(title, fontsize="medium")
     return fig
 

@@ -38,8 +38,10 @@ def source_rows(source: str, study: str | None) -> list[dict]:
         raise ConfigError(f"{source}: no such sweep dir")
     if (path / ".hydra").is_dir():  # a single run dir
         return [{"source": source, "trial": 0, **read_run(path)}]
-    runs = sorted((d for d in path.iterdir() if is_run_dir(d)), key=lambda d: (_number(d.name) is None,
-                                                                              _number(d.name) or 0, d.name))
+    runs = sorted(
+        (d for d in path.iterdir() if is_run_dir(d)),
+        key=lambda d: (_number(d.name) is None, _number(d.name) or 0, d.name),
+    )
     if not runs:
         raise ConfigError(f"{source}: no trial dirs in it (a sweep dir holds one folder per trial, each with .hydra/)")
     return [{"source": source, "trial": _number(d.name), **read_run(d)} for d in runs]

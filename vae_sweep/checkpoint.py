@@ -43,7 +43,9 @@ def checkpoint_path(resume: str) -> Path:
     path = Path(resume)
     path = path / "model.pt" if path.is_dir() else path
     if not path.is_file():
-        raise ConfigError(f"resume={resume}: no checkpoint there; give a run dir that holds model.pt, or a model.pt file")
+        raise ConfigError(
+            f"resume={resume}: no checkpoint there; give a run dir that holds model.pt, or a model.pt file"
+        )
     return path
 
 
@@ -61,9 +63,13 @@ def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
     for key in ("latent_dim", "model", "dataset"):
         for (k, a), (_, b) in zip(_leaves(key, ckpt["config"][key]), _leaves(key, now[key])):
             if a != b:
-                raise ConfigError(f"resume={resume}: the checkpoint has {k}={a}, this run asks for {k}={b}; they must match")
+                raise ConfigError(
+                    f"resume={resume}: the checkpoint has {k}={a}, this run asks for {k}={b}; they must match"
+                )
     if ckpt["epoch"] >= cfg.epochs:
-        raise ConfigError(f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs above that to continue")
+        raise ConfigError(
+            f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs above that to continue"
+        )
     return ckpt
 
 

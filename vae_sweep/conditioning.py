@@ -119,8 +119,9 @@ class ConditionedVAE(VAE):
     `beta` (a buffer, saved in the state_dict) is the β used when a call gives none: `set_beta` / `at_beta`.
     """
 
-    def __init__(self, vae: VAE, kind: str = "film", beta_min: float = 0.01, beta_max: float = 10.0,
-                 beta: float = 1.0) -> None:
+    def __init__(
+        self, vae: VAE, kind: str = "film", beta_min: float = 0.01, beta_max: float = 10.0, beta: float = 1.0
+    ) -> None:
         if kind not in KINDS:
             raise ConfigError(f"conditioning={kind}: choose one of {', '.join(KINDS)}")
         if not 0 < beta_min < beta_max:
@@ -138,8 +139,9 @@ class ConditionedVAE(VAE):
             gate = part if kind in ("gates", "both") else None
             _replace(self, name, Conditioned(self.get_submodule(name), self.signal, gate, film))
         width = FILM_WIDTH  # the shared FiLM MLP: η (B, 1) -> features (B, width), read by each layer's head
-        self.film_mlp = (nn.Sequential(nn.Linear(1, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU())
-                         if film else None)
+        self.film_mlp = (
+            nn.Sequential(nn.Linear(1, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()) if film else None
+        )
         self.register_buffer("beta", torch.tensor(float(beta)))
         self.set_beta(beta)
 
@@ -175,8 +177,9 @@ class ConditionedVAE(VAE):
     def set_beta(self, beta: float) -> None:
         """Fix the β used by calls that give none. It must lie in the range the model was trained on."""
         if not self.beta_min * (1 - 1e-6) <= beta <= self.beta_max * (1 + 1e-6):  # rounding at the ends
-            raise ConfigError(f"beta={beta}: outside the range this model was trained on, "
-                              f"[{self.beta_min:g}, {self.beta_max:g}]")
+            raise ConfigError(
+                f"beta={beta}: outside the range this model was trained on, [{self.beta_min:g}, {self.beta_max:g}]"
+            )
         self.beta.fill_(beta)
 
     @contextmanager

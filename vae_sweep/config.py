@@ -38,8 +38,12 @@ class Range:
     lt: float | None = None
 
     def holds(self, x: float) -> bool:
-        return ((self.ge is None or x >= self.ge) and (self.gt is None or x > self.gt)
-                and (self.le is None or x <= self.le) and (self.lt is None or x < self.lt))
+        return (
+            (self.ge is None or x >= self.ge)
+            and (self.gt is None or x > self.gt)
+            and (self.le is None or x <= self.le)
+            and (self.lt is None or x < self.lt)
+        )
 
     def __str__(self) -> str:
         if self.ge is not None and self.le is not None:
@@ -135,8 +139,9 @@ class Root:
     progress: bool
     eval: Eval
     curve: Curve
-    objectives: Annotated[Annotated[list[Objective], Length(min=1)] | Objective | None,
-                          Accepts(f"one or more of {', '.join(OBJECTIVES)}")]
+    objectives: Annotated[
+        Annotated[list[Objective], Length(min=1)] | Objective | None, Accepts(f"one or more of {', '.join(OBJECTIVES)}")
+    ]
 
 
 # --- model (vae_sweep/models.py) --------------------------------------------------------------------------------
@@ -305,7 +310,9 @@ class OptunaSweeper:
     n_trials: PositiveInt
     n_jobs: Annotated[PositiveInt | Literal[-1], Accepts("an integer >= 1, or -1 for one per core")]
     max_failure_rate: Annotated[float, Range(ge=0, le=1)]
-    direction: Annotated[Direction | Annotated[list[Direction], Length(min=1)], Accepts("minimize or maximize, or a list of them")]
+    direction: Annotated[
+        Direction | Annotated[list[Direction], Length(min=1)], Accepts("minimize or maximize, or a list of them")
+    ]
     study_name: str
     storage: str | None
     sampler: Sampler

@@ -61,8 +61,9 @@ def curve_hypervolume(points: Sequence[tuple[float, float]], reference: tuple[fl
     return hypervolume_2d(np.asarray(points, dtype=float).reshape(-1, 2), reference, MINIMIZE)
 
 
-def curve_rows(model: ConditionedVAE, likelihood, x: torch.Tensor, betas: Sequence[float], iwae_k: int = 0,
-               batch_size: int = 500) -> list[dict[str, float]]:
+def curve_rows(
+    model: ConditionedVAE, likelihood, x: torch.Tensor, betas: Sequence[float], iwae_k: int = 0, batch_size: int = 500
+) -> list[dict[str, float]]:
     """The model fixed at each β, evaluated on x (N, C, H, W) with evaluate.py's functions: one dict per β with
     `beta` and the COLUMNS under their metrics.py column names (iwae_nll only when iwae_k > 0)."""
     rows = []
@@ -90,8 +91,9 @@ def points(rows: list[dict[str, float]]) -> list[tuple[float, float]]:
     return [(r[METRICS["distortion"].column], r[METRICS["rate"].column]) for r in rows]
 
 
-def save_curve_plot(rows: list[dict[str, float]], path: Path, reference: tuple[float, float] | None = None,
-                    title: str = "") -> Path:
+def save_curve_plot(
+    rows: list[dict[str, float]], path: Path, reference: tuple[float, float] | None = None, title: str = ""
+) -> Path:
     """curve.png: distortion against rate, one marker per β, labelled with its β."""
     from matplotlib.figure import Figure
 
@@ -102,8 +104,11 @@ def save_curve_plot(rows: list[dict[str, float]], path: Path, reference: tuple[f
     for row, ri, di in zip(rows, r, d):
         ax.annotate(f"β={row['beta']:.3g}", (ri, di), textcoords="offset points", xytext=(5, 4), fontsize="small")
     if reference is not None:
-        ax.set_title(f"{title}hypervolume {curve_hypervolume(points(rows), reference):,.0f} nats² "
-                     f"against (D, R) = ({reference[0]:.1f}, {reference[1]:.1f})", fontsize="medium")
+        ax.set_title(
+            f"{title}hypervolume {curve_hypervolume(points(rows), reference):,.0f} nats² "
+            f"against (D, R) = ({reference[0]:.1f}, {reference[1]:.1f})",
+            fontsize="medium",
+        )
     ax.set_xlabel(METRICS["rate"].label)
     ax.set_ylabel(METRICS["distortion"].label)
     ax.legend(loc="upper right")
@@ -111,8 +116,9 @@ def save_curve_plot(rows: list[dict[str, float]], path: Path, reference: tuple[f
     return path
 
 
-def save_curve_strip(model: ConditionedVAE, x: torch.Tensor, betas: Sequence[float], path: Path,
-                     n: int = STRIP_IMAGES) -> Path:
+def save_curve_strip(
+    model: ConditionedVAE, x: torch.Tensor, betas: Sequence[float], path: Path, n: int = STRIP_IMAGES
+) -> Path:
     """curve_strip.png: x[:n] (N, C, H, W) in [0, 1] in the top row, then their reconstructions (decoded
     posterior means) at each β, one row per β, each row labelled."""
     from matplotlib.figure import Figure
@@ -135,8 +141,15 @@ def save_curve_strip(model: ConditionedVAE, x: torch.Tensor, betas: Sequence[flo
     return path
 
 
-def write_curve(model: ConditionedVAE, likelihood, x: torch.Tensor, betas: Sequence[float], out_dir: Path,
-                iwae_k: int = 0, batch_size: int = 500) -> dict:
+def write_curve(
+    model: ConditionedVAE,
+    likelihood,
+    x: torch.Tensor,
+    betas: Sequence[float],
+    out_dir: Path,
+    iwae_k: int = 0,
+    batch_size: int = 500,
+) -> dict:
     """Evaluate the curve on x (N, C, H, W) in [0, 1] and write curve.csv, curve.png and curve_strip.png into
     out_dir. Returns metrics.json's curve entries: the hypervolume (nats²), its reference point and the grid."""
     out_dir = Path(out_dir)

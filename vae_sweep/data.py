@@ -71,13 +71,16 @@ class Factors:
         """Grid index `(N,)` int64 of factor classes `(N, K)`; a class outside 0..sizes[k]-1 is a ValueError."""
         sizes = torch.tensor(self.sizes, device=classes.device)
         if classes.ndim != 2 or classes.shape[1] != len(sizes) or bool(((classes < 0) | (classes >= sizes)).any()):
-            raise ValueError(f"factor classes must be (N, {len(sizes)}) integers in 0..size-1 for sizes "
-                             f"{self.sizes} ({', '.join(self.names)})")
+            raise ValueError(
+                f"factor classes must be (N, {len(sizes)}) integers in 0..size-1 for sizes "
+                f"{self.sizes} ({', '.join(self.names)})"
+            )
         return (classes.long() * torch.tensor(self.bases, device=classes.device)).sum(dim=1)
 
     def to(self, device: torch.device | str) -> Factors:
-        return dataclasses.replace(self, train_classes=self.train_classes.to(device),
-                                   val_classes=self.val_classes.to(device))
+        return dataclasses.replace(
+            self, train_classes=self.train_classes.to(device), val_classes=self.val_classes.to(device)
+        )
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,10 @@ class ImageData:
     def __post_init__(self) -> None:
         for x, y in ((self.train_x, self.train_y), (self.val_x, self.val_y)):
             if x.ndim != 4 or y.ndim != 1 or len(x) != len(y):
-                raise ValueError(f"{self.name}: images must be (N, C, H, W) and labels (N,), got "
-                                 f"{tuple(x.shape)} and {tuple(y.shape)}")
+                raise ValueError(
+                    f"{self.name}: images must be (N, C, H, W) and labels (N,), got "
+                    f"{tuple(x.shape)} and {tuple(y.shape)}"
+                )
         if self.train_x.shape[1:] != self.val_x.shape[1:]:
             raise ValueError(f"{self.name}: train and val images differ in shape")
         f = self.factors
@@ -115,8 +120,11 @@ class ImageData:
     def to(self, device: torch.device | str) -> ImageData:
         """The same data with every tensor on `device`."""
         return dataclasses.replace(
-            self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
-            val_x=self.val_x.to(device), val_y=self.val_y.to(device),
+            self,
+            train_x=self.train_x.to(device),
+            train_y=self.train_y.to(device),
+            val_x=self.val_x.to(device),
+            val_y=self.val_y.to(device),
             factors=None if self.factors is None else self.factors.to(device),
         )
 
@@ -148,8 +156,9 @@ def _split(name: str, x: torch.Tensor, y: torch.Tensor, val_size: int, split_see
     examples become validation. The split is independent of the training seed."""
     n = len(x)
     if not 1 <= val_size <= n - 1:
-        raise ConfigError(f"dataset.val_size={val_size}: must be an integer from 1 to {n - 1} "
-                          f"({name} has {n} examples)")
+        raise ConfigError(
+            f"dataset.val_size={val_size}: must be an integer from 1 to {n - 1} ({name} has {n} examples)"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     train, val = perm[: n - val_size], perm[n - val_size :]
     return ImageData(name, x[train].contiguous(), y[train].contiguous(), x[val].contiguous(), y[val].contiguous())
@@ -192,8 +201,10 @@ def sklearn_digits(val_size: int = 297, split_seed: int = 0) -> ImageData:
 def _not_found(what: str, data_dir: str, holding: str) -> ConfigError:
     """The one-line error for a dataset missing from `data_dir` while `download` is off."""
     where = os.path.abspath(data_dir)
-    return ConfigError(f"dataset.data_dir: {what} not found under '{where}' with dataset.download=false; set "
-                       f"dataset.download=true to fetch it, or point dataset.data_dir at a folder holding {holding}")
+    return ConfigError(
+        f"dataset.data_dir: {what} not found under '{where}' with dataset.download=false; set "
+        f"dataset.download=true to fetch it, or point dataset.data_dir at a folder holding {holding}"
+    )
 
 
 def torchvision_mnist(variant: str, data_dir: str, download: bool) -> ImageData:
@@ -284,8 +295,10 @@ def _decode_celeba(paths: list[Path], image_size: int, crop: int) -> torch.Tenso
         with Image.open(path) as pil:
             img = torch.from_numpy(np.array(pil.convert("RGB"))).permute(2, 0, 1)  # (3, 218, 178) uint8
         if crop > min(img.shape[1:]):
-            raise ConfigError(f"dataset.crop={crop}: must be from 1 to {min(img.shape[1:])}, the shorter side "
-                              f"of the images (CelebA's aligned images are 178x218)")
+            raise ConfigError(
+                f"dataset.crop={crop}: must be from 1 to {min(img.shape[1:])}, the shorter side "
+                f"of the images (CelebA's aligned images are 178x218)"
+            )
         img = F.center_crop(img, [crop, crop])
         out[i] = F.resize(img, [image_size, image_size], antialias=True)
     return out
@@ -302,8 +315,11 @@ def _build_celeba_cache(data_dir: str, download: bool, image_size: int, crop: in
     folder = Path(data_dir) / "celeba"
     needed = [folder / "img_align_celeba", folder / "list_eval_partition.txt", folder / "list_attr_celeba.txt"]
     if not all(p.exists() for p in needed):
-        raise _not_found("CelebA", data_dir, "celeba/img_align_celeba, celeba/list_eval_partition.txt "
-                         "and celeba/list_attr_celeba.txt")
+        raise _not_found(
+            "CelebA",
+            data_dir,
+            "celeba/img_align_celeba, celeba/list_eval_partition.txt and celeba/list_attr_celeba.txt",
+        )
     partition, names, attrs = _read_celeba_lists(folder)
     cache: dict = {"attr_names": names}
     for split, part in (("train", 0), ("val", 1)):
@@ -314,8 +330,14 @@ def _build_celeba_cache(data_dir: str, download: bool, image_size: int, crop: in
     return cache
 
 
-def celeba(data_dir: str, download: bool, image_size: int = 64, crop: int = 148, max_examples: int | None = None,
-           label_attribute: str = "Male") -> ImageData:
+def celeba(
+    data_dir: str,
+    download: bool,
+    image_size: int = 64,
+    crop: int = 148,
+    max_examples: int | None = None,
+    label_attribute: str = "Male",
+) -> ImageData:
     """CelebA aligned faces, uint8 `(3, image_size, image_size)`, centre-cropped to `crop` pixels, then resized.
 
     The official train partition trains and the official valid partition validates, each capped at
@@ -324,8 +346,10 @@ def celeba(data_dir: str, download: bool, image_size: int = 64, crop: int = 148,
     """
     for key, value in (("image_size", image_size), ("crop", crop), ("max_examples", max_examples)):
         if value is not None and value < 1:
-            raise ConfigError(f"dataset.{key}={value}: must be a positive integer"
-                              + (" or null for no cap" if key == "max_examples" else ""))
+            raise ConfigError(
+                f"dataset.{key}={value}: must be a positive integer"
+                + (" or null for no cap" if key == "max_examples" else "")
+            )
     cache_path = Path(data_dir) / "celeba" / f"cache_{image_size}px_crop{crop}_max{max_examples or 'all'}.pt"
     if cache_path.is_file():
         cache = torch.load(cache_path, weights_only=True)
@@ -337,11 +361,14 @@ def celeba(data_dir: str, download: bool, image_size: int = 64, crop: int = 148,
         os.replace(tmp, cache_path)  # atomic: a concurrent job never reads half a file
         log.info("celeba: decoded %d + %d images into %s", len(cache["train_x"]), len(cache["val_x"]), cache_path)
     if label_attribute not in cache["attr_names"]:
-        raise ConfigError(f"dataset.label_attribute={label_attribute}: must be one of the CelebA attributes "
-                          f"({', '.join(cache['attr_names'])})")
+        raise ConfigError(
+            f"dataset.label_attribute={label_attribute}: must be one of the CelebA attributes "
+            f"({', '.join(cache['attr_names'])})"
+        )
     k = cache["attr_names"].index(label_attribute)
-    return ImageData("celeba", cache["train_x"], cache["train_attr"][:, k].long(),
-                     cache["val_x"], cache["val_attr"][:, k].long())
+    return ImageData(
+        "celeba", cache["train_x"], cache["train_attr"][:, k].long(), cache["val_x"], cache["val_attr"][:, k].long()
+    )
 
 
 _LOADED: dict[tuple[str, str], ImageData] = {}
@@ -357,8 +384,13 @@ def load(dataset_cfg: DictConfig, device: torch.device | str) -> ImageData:
     if key not in _LOADED:
         data = instantiate_group(dataset_cfg, "dataset")
         _LOADED[key] = data.to(device)
-        log.info("dataset %s: %s images of shape %s on %s", data.name,
-                 f"{len(data.train_x)} train + {len(data.val_x)} val", data.shape, device)
+        log.info(
+            "dataset %s: %s images of shape %s on %s",
+            data.name,
+            f"{len(data.train_x)} train + {len(data.val_x)} val",
+            data.shape,
+            device,
+        )
     return _LOADED[key]
 
 

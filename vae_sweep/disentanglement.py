@@ -22,51 +22,64 @@ from vae_sweep import disentanglement_sampling as sampling
 _FRACTION = "fraction in [0, 1]"
 DESCRIPTIONS: dict[str, str] = {
     "beta_vae": f"{_FRACTION}: evaluation accuracy of a logistic regression telling which factor two batches share "
-                "from the mean |z_a - z_b| per latent dim (Higgins et al. 2017)",
+    "from the mean |z_a - z_b| per latent dim (Higgins et al. 2017)",
     "beta_vae_train": f"{_FRACTION}: the β-VAE score's logistic regression on its training points",
     "factor_vae": f"{_FRACTION}: evaluation accuracy of the majority vote from the latent dim of least normalised "
-                  "variance to the factor held fixed (Kim & Mnih 2018)",
+    "variance to the factor held fixed (Kim & Mnih 2018)",
     "factor_vae_train": f"{_FRACTION}: the FactorVAE score's majority vote on its training points",
     "mig": f"{_FRACTION}: mean over factors of the gap between the two largest mutual informations (nats, posterior "
-           "means in 20 equal-width bins) with one latent dim, over the factor's entropy (Chen et al. 2018, "
-           "disentanglement_lib's estimator)",
+    "means in 20 equal-width bins) with one latent dim, over the factor's entropy (Chen et al. 2018, "
+    "disentanglement_lib's estimator)",
     "dci_disentanglement": f"{_FRACTION}: 1 - entropy (base K) of each latent dim's tree importances over the K "
-                           "factors, weighted by the dim's share of importance (Eastwood & Williams 2018)",
+    "factors, weighted by the dim's share of importance (Eastwood & Williams 2018)",
     "dci_completeness": f"{_FRACTION}: 1 - entropy (base L) of each factor's tree importances over the L latent dims, "
-                        "weighted by the factor's share of importance (Eastwood & Williams 2018)",
+    "weighted by the factor's share of importance (Eastwood & Williams 2018)",
     "dci_informativeness": f"{_FRACTION}: test accuracy of gradient-boosted trees predicting a factor from all "
-                           "latent dims, averaged over factors (Eastwood & Williams 2018)",
+    "latent dims, averaged over factors (Eastwood & Williams 2018)",
     "dci_informativeness_train": f"{_FRACTION}: the DCI trees' accuracy on their training points",
     "sap": f"{_FRACTION}: mean over factors of the gap between the two best test accuracies of a linear SVM "
-           "predicting the factor from one latent dim (Kumar et al. 2018)",
-    **{f"{name}_seconds": f"seconds: wall time to sample, encode and score {name}"
-       for name in ("beta_vae", "factor_vae", "mig", "dci", "sap")},
+    "predicting the factor from one latent dim (Kumar et al. 2018)",
+    **{
+        f"{name}_seconds": f"seconds: wall time to sample, encode and score {name}"
+        for name in ("beta_vae", "factor_vae", "mig", "dci", "sap")
+    },
 }
 
 
 # --- β-VAE score (Higgins et al. 2017, ICLR; disentanglement_lib beta_vae.py) ---------------------------------------
+
 
 def beta_vae_features(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
     """The β-VAE score's feature: mean over a batch's pairs of |z_a - z_b|, per latent dim. (P, B, L) x2 -> (P, L)."""
     return np.abs(codes_a - codes_b).mean(axis=1)
 
 
-def beta_vae(train_features: np.ndarray, train_labels: np.ndarray, eval_features: np.ndarray,
-             eval_labels: np.ndarray, *, seed: int = 0) -> dict[str, float]:
+def beta_vae(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    eval_features: np.ndarray,
+    eval_labels: np.ndarray,
+    *,
+    seed: int = 0,
+) -> dict[str, float]:
     """β-VAE score: accuracy of scikit-learn's default logistic regression predicting the shared factor k (P,) from the
     features (P, L) of `beta_vae_features`. disentanglement_lib: 10,000 training and 5,000 evaluation points, batches of
     64; its sklearn's default was liblinear one-vs-rest, today's is lbfgs multinomial, given 1,000 iterations here since
     100 leave the unscaled features of a perfect code unconverged. Returns fractions in [0, 1]: `train_accuracy` and
     `eval_accuracy` (the score)."""
     model = LogisticRegression(max_iter=1000, random_state=seed).fit(train_features, train_labels)
-    return {"train_accuracy": float(model.score(train_features, train_labels)),
-            "eval_accuracy": float(model.score(eval_features, eval_labels))}
+    return {
+        "train_accuracy": float(model.score(train_features, train_labels)),
+        "eval_accuracy": float(model.score(eval_features, eval_labels)),
+    }
 
 
 # --- FactorVAE score (Kim & Mnih 2018, ICML; disentanglement_lib factor_vae.py) -------------------------------------
 
-def factor_vae_argmins(batch_codes: np.ndarray, global_variances: np.ndarray, *,
-                       std_threshold: float = 0.05) -> np.ndarray:
+
+def factor_vae_argmins(
+    batch_codes: np.ndarray, global_variances: np.ndarray, *, std_threshold: float = 0.05
+) -> np.ndarray:
     """Per batch (P, B, L), the latent dim with the least local variance (ddof 1) over global variance (L,), among
     active dims (global std >= `std_threshold`, disentanglement_lib's prune_dims.threshold = 0.05). Returns (P,) int
     dim indices, -1 for every batch when no dim is active."""
@@ -95,10 +108,12 @@ def factor_vae(train_votes: np.ndarray, eval_votes: np.ndarray) -> dict[str, flo
 
     def accuracy(votes):
         return float(votes[classifier, dims].sum() / votes.sum()) if votes.sum() else 0.0
+
     return {"train_accuracy": accuracy(train_votes), "eval_accuracy": accuracy(eval_votes)}
 
 
 # --- MIG (Chen et al. 2018, NeurIPS; disentanglement_lib mig.py) ----------------------------------------------------
+
 
 def discretize(codes: np.ndarray, n_bins: int = 20) -> np.ndarray:
     """Each latent dim on its own into `n_bins` equal-width bins between its min and max: (N, L) -> (N, L) int in
@@ -139,6 +154,7 @@ def mig(codes: np.ndarray, factors: np.ndarray, *, n_bins: int = 20) -> dict:
 
 # --- DCI (Eastwood & Williams 2018, ICLR; disentanglement_lib dci.py) -----------------------------------------------
 
+
 def _gain_importances(model: HistGradientBoostingClassifier, n_features: int) -> np.ndarray:
     """Split-gain importance of a fitted histogram GBT (n_features,), summing to 1: the total loss reduction of the
     splits on each feature, the histogram counterpart of GradientBoostingClassifier's impurity importances.
@@ -161,8 +177,15 @@ def _fit_importances(model_name: str, x: np.ndarray, y: np.ndarray, seed: int):
     raise ValueError(f"dci model={model_name!r}: 'hist' or 'gbt'")
 
 
-def dci_importances(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray,
-                    factors_test: np.ndarray, *, model: str = "hist", seed: int = 0):
+def dci_importances(
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+    *,
+    model: str = "hist",
+    seed: int = 0,
+):
     """Fit one gradient-boosted tree classifier per factor on all latent dims. Returns the importance matrix R (L, K),
     each column summing to 1 (or 0 when no tree split), and the train and test accuracies (K,) as fractions."""
     columns, train, test = [], [], []
@@ -194,8 +217,15 @@ def dci_completeness(importances: np.ndarray) -> float:
     return _weighted_one_minus_entropy(importances.T)
 
 
-def dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray, *,
-        model: str = "hist", seed: int = 0) -> dict:
+def dci(
+    codes_train: np.ndarray,
+    factors_train: np.ndarray,
+    codes_test: np.ndarray,
+    factors_test: np.ndarray,
+    *,
+    model: str = "hist",
+    seed: int = 0,
+) -> dict:
     """DCI (Eastwood & Williams 2018) from (N, L) codes and (N, K) factors, train and test. `model="gbt"` is
     disentanglement_lib's sklearn default GradientBoostingClassifier; "hist" (default) is HistGradientBoostingClassifier
     at GBT's depth 3 with split-gain importances, about 17x faster (10 CPU seconds on 10,000 dSprites codes). Measured
@@ -204,23 +234,30 @@ def dci(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarr
     disentanglement_lib numbers. disentanglement_lib: 10,000 training and 5,000 test points. Returns fractions in
     [0, 1]: `disentanglement`, `completeness`, `informativeness` (mean test accuracy), `informativeness_train`, and
     `importances` (L, K)."""
-    importances, train, test = dci_importances(codes_train, factors_train, codes_test, factors_test,
-                                               model=model, seed=seed)
-    return {"disentanglement": dci_disentanglement(importances), "completeness": dci_completeness(importances),
-            "informativeness": float(test.mean()), "informativeness_train": float(train.mean()),
-            "importances": importances}
+    importances, train, test = dci_importances(
+        codes_train, factors_train, codes_test, factors_test, model=model, seed=seed
+    )
+    return {
+        "disentanglement": dci_disentanglement(importances),
+        "completeness": dci_completeness(importances),
+        "informativeness": float(test.mean()),
+        "informativeness_train": float(train.mean()),
+        "importances": importances,
+    }
 
 
 # --- SAP (Kumar et al. 2018, ICLR; disentanglement_lib sap_score.py, discrete factors) ------------------------------
 
-def sap_scores(codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray,
-               factors_test: np.ndarray) -> np.ndarray:
+
+def sap_scores(
+    codes_train: np.ndarray, factors_train: np.ndarray, codes_test: np.ndarray, factors_test: np.ndarray
+) -> np.ndarray:
     """SAP's score matrix S (L, K): test accuracy of a linear SVM (C = 0.01, balanced class weights) fitted on the
     single latent dim i to predict factor k, from (N, L) codes and (N, K) factors, train and test."""
     scores = np.empty((codes_train.shape[1], factors_train.shape[1]))
     for i, k in np.ndindex(scores.shape):
-        svm = LinearSVC(C=0.01, class_weight="balanced").fit(codes_train[:, i:i + 1], factors_train[:, k])
-        scores[i, k] = svm.score(codes_test[:, i:i + 1], factors_test[:, k])
+        svm = LinearSVC(C=0.01, class_weight="balanced").fit(codes_train[:, i : i + 1], factors_train[:, k])
+        scores[i, k] = svm.score(codes_test[:, i : i + 1], factors_test[:, k])
     return scores
 
 
@@ -246,6 +283,7 @@ def _beta_vae(represent, sizes, n: SampleCounts, rng, seed) -> dict:
     def points(count):
         a, b, labels = sampling.beta_vae_batches(sizes, count, rng, n.batch_size)
         return sampling.encode_in_chunks(represent, (a, b), beta_vae_features), labels
+
     result = beta_vae(*points(n.beta_vae_train), *points(n.beta_vae_eval), seed=seed)
     return {"beta_vae": result["eval_accuracy"], "beta_vae_train": result["train_accuracy"]}
 
@@ -258,6 +296,7 @@ def _factor_vae(represent, sizes, n: SampleCounts, rng) -> dict:
         batches, labels = sampling.factor_vae_batches(sizes, count, rng, n.batch_size)
         argmins = sampling.encode_in_chunks(represent, (batches,), lambda c: factor_vae_argmins(c, global_variances))
         return factor_vae_votes(labels, argmins, len(sizes), codes.shape[1])
+
     result = factor_vae(votes(n.factor_vae_train), votes(n.factor_vae_eval))
     return {"factor_vae": result["eval_accuracy"], "factor_vae_train": result["train_accuracy"]}
 
@@ -269,8 +308,10 @@ def _mig(represent, sizes, n: SampleCounts, rng) -> dict:
 def _dci(represent, sizes, n: SampleCounts, rng, model, seed) -> dict:
     train = sampling.independent_codes(represent, sizes, n.dci_train, rng)
     result = dci(*train, *sampling.independent_codes(represent, sizes, n.dci_test, rng), model=model, seed=seed)
-    return {f"dci_{key}": result[key]
-            for key in ("disentanglement", "completeness", "informativeness", "informativeness_train")}
+    return {
+        f"dci_{key}": result[key]
+        for key in ("disentanglement", "completeness", "informativeness", "informativeness_train")
+    }
 
 
 def _sap(represent, sizes, n: SampleCounts, rng) -> dict:
@@ -278,8 +319,14 @@ def _sap(represent, sizes, n: SampleCounts, rng) -> dict:
     return {"sap": sap(*train, *sampling.independent_codes(represent, sizes, n.sap_test, rng))["sap"]}
 
 
-def evaluate(represent: sampling.Represent, factor_sizes: Sequence[int], *, seed: int = 0, dci_model: str = "hist",
-             **sample_counts: int) -> dict[str, float]:
+def evaluate(
+    represent: sampling.Represent,
+    factor_sizes: Sequence[int],
+    *,
+    seed: int = 0,
+    dci_model: str = "hist",
+    **sample_counts: int,
+) -> dict[str, float]:
     """Every metric of DESCRIPTIONS on `represent(factors (N, K) int) -> codes (N, L) float` (posterior means), with
     factor classes sampled from the grid `factor_sizes` as each metric prescribes. Each metric draws from its own
     generator spawned from `seed`, so skipping or reordering one changes no other. `sample_counts` override
@@ -287,8 +334,10 @@ def evaluate(represent: sampling.Represent, factor_sizes: Sequence[int], *, seed
     Returns plain floats: the scores (fractions in [0, 1]) and each metric's wall time `<name>_seconds`."""
     sizes = tuple(int(s) for s in sampling.factor_sizes_array(factor_sizes))
     n = SampleCounts(**sample_counts)
-    rng = {name: np.random.default_rng(child) for name, child in
-           zip(("beta_vae", "factor_vae", "mig", "dci", "sap"), np.random.SeedSequence(seed).spawn(5))}
+    rng = {
+        name: np.random.default_rng(child)
+        for name, child in zip(("beta_vae", "factor_vae", "mig", "dci", "sap"), np.random.SeedSequence(seed).spawn(5))
+    }
     steps = {
         "beta_vae": lambda: _beta_vae(represent, sizes, n, rng["beta_vae"], seed),
         "factor_vae": lambda: _factor_vae(represent, sizes, n, rng["factor_vae"]),

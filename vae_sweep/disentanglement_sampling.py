@@ -42,8 +42,10 @@ def factor_sizes_array(factor_sizes: Sequence[int]) -> np.ndarray:
     """`factor_sizes` as an int array, refusing a constant factor (size 1): its entropy is 0 and MIG divides by it."""
     sizes = np.asarray(factor_sizes, dtype=np.int64)
     if sizes.ndim != 1 or sizes.size == 0 or (sizes < 2).any():
-        raise ValueError(f"factor_sizes={tuple(factor_sizes)}: every factor needs at least 2 classes "
-                         "(leave constant factors such as dSprites' color out)")
+        raise ValueError(
+            f"factor_sizes={tuple(factor_sizes)}: every factor needs at least 2 classes "
+            "(leave constant factors such as dSprites' color out)"
+        )
     return sizes
 
 
@@ -53,8 +55,9 @@ def sample_factors(factor_sizes: Sequence[int], n: int, rng: np.random.Generator
     return rng.integers(0, sizes, size=(n, sizes.size))
 
 
-def beta_vae_batches(factor_sizes: Sequence[int], n_points: int, rng: np.random.Generator,
-                     batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def beta_vae_batches(
+    factor_sizes: Sequence[int], n_points: int, rng: np.random.Generator, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The β-VAE score's points (Higgins et al. 2017): for each point a factor k, uniform over the K factors, and two
     batches of `batch_size` factor vectors where the second copies factor k from the first, pair by pair.
 
@@ -68,8 +71,9 @@ def beta_vae_batches(factor_sizes: Sequence[int], n_points: int, rng: np.random.
     return a, b, k
 
 
-def factor_vae_batches(factor_sizes: Sequence[int], n_points: int, rng: np.random.Generator,
-                       batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def factor_vae_batches(
+    factor_sizes: Sequence[int], n_points: int, rng: np.random.Generator, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
     """The FactorVAE score's points (Kim & Mnih 2018): for each point a factor k, uniform over the K factors, and a
     batch of `batch_size` factor vectors with factor k fixed at the value the batch's first vector drew.
 
@@ -85,26 +89,31 @@ def factor_vae_batches(factor_sizes: Sequence[int], n_points: int, rng: np.rando
 def encode(represent: Represent, factors: np.ndarray, max_rows: int = 65_536) -> np.ndarray:
     """Codes of factor classes of any leading shape: (..., K) int -> (..., L) float64, `max_rows` vectors a call."""
     flat = factors.reshape(-1, factors.shape[-1])
-    codes = [np.asarray(represent(flat[i:i + max_rows]), dtype=np.float64) for i in range(0, len(flat), max_rows)]
+    codes = [np.asarray(represent(flat[i : i + max_rows]), dtype=np.float64) for i in range(0, len(flat), max_rows)]
     codes = np.concatenate(codes)
     if codes.ndim != 2 or len(codes) != len(flat):
-        raise ValueError(f"represent returned codes of shape {codes.shape} for {len(flat)} factor vectors; "
-                         "expected (N, L)")
+        raise ValueError(
+            f"represent returned codes of shape {codes.shape} for {len(flat)} factor vectors; expected (N, L)"
+        )
     return codes.reshape(*factors.shape[:-1], codes.shape[-1])
 
 
-def encode_in_chunks(represent: Represent, batches: Sequence[np.ndarray], reduce: Callable[..., np.ndarray],
-                     points_per_chunk: int = 1024) -> np.ndarray:
+def encode_in_chunks(
+    represent: Represent, batches: Sequence[np.ndarray], reduce: Callable[..., np.ndarray], points_per_chunk: int = 1024
+) -> np.ndarray:
     """`reduce(*codes)` over chunks of points: each array in `batches` is (P, B, K) factor classes, encoded a chunk
     of points at a time into (p, B, L) codes, and `reduce` turns them into one row (or value) per point."""
     n_points = len(batches[0])
-    parts = [reduce(*(encode(represent, b[i:i + points_per_chunk]) for b in batches))
-             for i in range(0, n_points, points_per_chunk)]
+    parts = [
+        reduce(*(encode(represent, b[i : i + points_per_chunk]) for b in batches))
+        for i in range(0, n_points, points_per_chunk)
+    ]
     return np.concatenate(parts)
 
 
-def independent_codes(represent: Represent, factor_sizes: Sequence[int], n: int,
-                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def independent_codes(
+    represent: Represent, factor_sizes: Sequence[int], n: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """MIG's, DCI's and SAP's points: `n` independent uniform factor vectors (n, K) and their codes (n, L)."""
     factors = sample_factors(factor_sizes, n, rng)
     return encode(represent, factors), factors

@@ -45,7 +45,8 @@ def unknown_setting(setting: str, where: str, known: list[str], can_add: bool, n
 
 def compose(conf_dir, config_name: str, overrides: list[str]):
     """Hydra's Compose API with the hydra node (`return_hydra_config`), its composition errors as one line each."""
-    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -88,5 +89,5 @@ def no_such_setting(full_key: str, conf_dir, config_name: str, others: list[str]
     known = [k for k in node if k != "defaults" and not (k.startswith("_") and k.endswith("_"))]
     choices = cfg.hydra.runtime.choices
     where = f"{parent}={choices[parent]}" if parent in choices else parent or "the config"
-    name = full_key[len(parent) + 1 if parent else 0:].split(".")[0]
+    name = full_key[len(parent) + 1 if parent else 0 :].split(".")[0]
     return unknown_setting(full_key, where, known, can_add="_target_" not in node, name=name)

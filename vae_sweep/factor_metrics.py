@@ -39,13 +39,17 @@ def check_objectives(cfg: DictConfig, data: ImageData) -> None:
     if not wanted:
         return
     if data.factors is None:
-        raise ConfigError(f"objectives=[{','.join(named)}]: {', '.join(wanted)} need a dataset with factors "
-                          f"(dataset=sprites or dataset=dsprites); {data.name} has none")
+        raise ConfigError(
+            f"objectives=[{','.join(named)}]: {', '.join(wanted)} need a dataset with factors "
+            f"(dataset=sprites or dataset=dsprites); {data.name} has none"
+        )
     if cfg.eval.get("disentanglement") is None:
         raise ConfigError(f"eval.disentanglement=null: objective {wanted[0]} needs its settings block")
     if cfg.latent_dim < 2:
-        raise ConfigError(f"latent_dim={cfg.latent_dim}: objective {wanted[0]} needs at least 2 latent dims (MIG "
-                          "takes a gap between the two most informative)")
+        raise ConfigError(
+            f"latent_dim={cfg.latent_dim}: objective {wanted[0]} needs at least 2 latent dims (MIG "
+            "takes a gap between the two most informative)"
+        )
 
 
 def sample_counts(settings: DictConfig) -> dict[str, int]:
@@ -53,9 +57,19 @@ def sample_counts(settings: DictConfig) -> dict[str, int]:
     SAP and points for FactorVAE's variances, `batch_points` training points for β-VAE and FactorVAE (each a batch of
     `batch_size` factor vectors), and half as many evaluation/test points as training points."""
     n, b = int(settings.samples), int(settings.batch_points)
-    return {"batch_size": int(settings.batch_size), "factor_vae_variance": n, "mig": n,
-            "dci_train": n, "dci_test": n // 2, "sap_train": n, "sap_test": n // 2,
-            "beta_vae_train": b, "beta_vae_eval": b // 2, "factor_vae_train": b, "factor_vae_eval": b // 2}
+    return {
+        "batch_size": int(settings.batch_size),
+        "factor_vae_variance": n,
+        "mig": n,
+        "dci_train": n,
+        "dci_test": n // 2,
+        "sap_train": n,
+        "sap_test": n // 2,
+        "beta_vae_train": b,
+        "beta_vae_eval": b // 2,
+        "factor_vae_train": b,
+        "factor_vae_eval": b // 2,
+    }
 
 
 def representation(model: VAE, data: ImageData, varying: list[int], batch_size: int):
@@ -69,11 +83,18 @@ def representation(model: VAE, data: ImageData, varying: list[int], batch_size: 
         full[:, varying] = torch.as_tensor(classes, dtype=torch.long, device=device)
         mus = [model.encode(as_float(data.images_for(part)))[0] for part in full.split(batch_size)]  # (b, L) each
         return torch.cat(mus).float().cpu().numpy()
+
     return represent
 
 
-def disentanglement_metrics(model: VAE, data: ImageData, settings: DictConfig, batch_size: int,
-                            out_dir: Path | None = None, kl_per_dim: list[float] | None = None) -> dict[str, float]:
+def disentanglement_metrics(
+    model: VAE,
+    data: ImageData,
+    settings: DictConfig,
+    batch_size: int,
+    out_dir: Path | None = None,
+    kl_per_dim: list[float] | None = None,
+) -> dict[str, float]:
     """The scores of DISENTANGLEMENT (fractions in [0, 1]) and `disentanglement_seconds`, on posterior means of the
     whole factor grid. With `out_dir`, also traversals_factors.png (`factor_pictures`); kl_per_dim (L,) in nats
     orders and labels its rows. The model's train/eval mode is left as it was."""
@@ -87,14 +108,21 @@ def disentanglement_metrics(model: VAE, data: ImageData, settings: DictConfig, b
     varying = [k for k, size in enumerate(sizes) if size > 1]
     with eval_mode(model):
         represent = representation(model, data, varying, batch_size)
-        scores = disentanglement.evaluate(represent, [sizes[k] for k in varying], seed=int(settings.seed),
-                                          dci_model=str(settings.dci_model), **sample_counts(settings))
+        scores = disentanglement.evaluate(
+            represent,
+            [sizes[k] for k in varying],
+            seed=int(settings.seed),
+            dci_model=str(settings.dci_model),
+            **sample_counts(settings),
+        )
         if out_dir is not None:
-            _save_pictures(model, data, represent, varying, int(settings.samples), int(settings.seed), out_dir,
-                           kl_per_dim)
+            _save_pictures(
+                model, data, represent, varying, int(settings.samples), int(settings.seed), out_dir, kl_per_dim
+            )
     log.info("disentanglement: %s", "  ".join(f"{k}={v:.3g}" for k, v in scores.items()))
     return {name: scores[name] for name in DISENTANGLEMENT} | {
-        "disentanglement_seconds": round(time.perf_counter() - start, 3)}
+        "disentanglement_seconds": round(time.perf_counter() - start, 3)
+    }
 
 
 def _save_pictures(model, data, represent, varying, samples, seed, out_dir, kl_per_dim) -> Path:
@@ -108,5 +136,12 @@ def _save_pictures(model, data, represent, varying, samples, seed, out_dir, kl_p
     info = disentanglement.mig(codes, classes)
     names = [data.factors.names[k] for k in varying]
     x0 = as_float(data.val_x[:1])  # (1, C, H, W): traversals.png's example too
-    return save_factor_traversals(model, x0, info["mutual_info"], info["factor_entropy"], names,
-                                  Path(out_dir) / "traversals_factors.png", kl_per_dim)
+    return save_factor_traversals(
+        model,
+        x0,
+        info["mutual_info"],
+        info["factor_entropy"],
+        names,
+        Path(out_dir) / "traversals_factors.png",
+        kl_per_dim,
+    )

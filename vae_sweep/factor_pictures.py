@@ -30,8 +30,13 @@ def dominant_factors(mutual_info: np.ndarray, factor_entropy: np.ndarray) -> tup
     return best, share[np.arange(len(share)), best]
 
 
-def traversal_labels(mutual_info: np.ndarray, factor_entropy: np.ndarray, names: Sequence[str],
-                     dims: Sequence[int], kl_per_dim: Sequence[float] | None = None) -> list[str]:
+def traversal_labels(
+    mutual_info: np.ndarray,
+    factor_entropy: np.ndarray,
+    names: Sequence[str],
+    dims: Sequence[int],
+    kl_per_dim: Sequence[float] | None = None,
+) -> list[str]:
     """One label per traversed dim: `z3: posX (84% of H)` and, given kl_per_dim (L,) in nats, `KL 2.31 nats`."""
     best, share = dominant_factors(mutual_info, factor_entropy)
     labels = []
@@ -42,9 +47,16 @@ def traversal_labels(mutual_info: np.ndarray, factor_entropy: np.ndarray, names:
     return labels
 
 
-def save_factor_traversals(model: VAE, x0: torch.Tensor, mutual_info: np.ndarray, factor_entropy: np.ndarray,
-                           names: Sequence[str], path: Path, kl_per_dim: Sequence[float] | None = None,
-                           n: int = 8) -> Path:
+def save_factor_traversals(
+    model: VAE,
+    x0: torch.Tensor,
+    mutual_info: np.ndarray,
+    factor_entropy: np.ndarray,
+    names: Sequence[str],
+    path: Path,
+    kl_per_dim: Sequence[float] | None = None,
+    n: int = 8,
+) -> Path:
     """Write the labelled traversals of x0 (1, C, H, W) float in [0, 1] to `path`: one row of n images per dim."""
     from matplotlib.figure import Figure
 
@@ -58,11 +70,11 @@ def save_factor_traversals(model: VAE, x0: torch.Tensor, mutual_info: np.ndarray
     axes = fig.subplots(len(dims), 1, squeeze=False)[:, 0]
     for ax, strip, label in zip(axes, strips, labels):
         h, _, w, c = strip.shape  # (H, n, W, C)
-        ax.imshow(strip.reshape(h, n * w, c).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
+        ax.imshow(strip.reshape(h, n * w, c).squeeze(-1).numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle("Traversals from -3 to +3 of each latent dim: the factor it captures (MIG's mutual information)",
-                 fontsize=9)
+    fig.suptitle(
+        "Traversals from -3 to +3 of each latent dim: the factor it captures (MIG's mutual information)", fontsize=9
+    )
     fig.savefig(path, dpi=100)
     return path

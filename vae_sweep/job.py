@@ -16,15 +16,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
+from vae_sweep.checkpoint import load_checkpoint, restore
+from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
+from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.errors import ConfigError
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
 from vae_sweep.factor_metrics import check_objectives, disentanglement_metrics
-from vae_sweep.models import count_parameters
-from vae_sweep.checkpoint import load_checkpoint, restore
-from vae_sweep.conditioning import ConditionedVAE
-from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.metrics import Status, units_block
+from vae_sweep.models import count_parameters
 from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
 from vae_sweep.runtime import resolve_device, set_threads
@@ -32,6 +32,7 @@ from vae_sweep.train import Parts, TrainState, build, fit
 from vae_sweep.validate import validate
 
 log = logging.getLogger(__name__)
+
 
 def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -133,13 +133,15 @@ class MultiRateLoss:
 
     stochastic = True
 
-    def __init__(self, beta_min: float = 0.01, beta_max: float = 10.0, conditioning: str = "film",
-                 warmup_steps: int = 0) -> None:
+    def __init__(
+        self, beta_min: float = 0.01, beta_max: float = 10.0, conditioning: str = "film", warmup_steps: int = 0
+    ) -> None:
         self.beta_min, self.beta_max, self.conditioning = beta_min, beta_max, conditioning
         self.warmup_steps = warmup_steps
 
-    def sample_beta(self, batch_size: int, device: torch.device | str | None = None,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_beta(
+        self, batch_size: int, device: torch.device | str | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """(B,) values with log β ~ U[log beta_min, log beta_max], from the global RNG unless `generator`."""
         lo, hi = math.log(self.beta_min), math.log(self.beta_max)
         u = torch.rand(batch_size, device=device, generator=generator)  # (B,) in [0, 1)
@@ -151,8 +153,9 @@ class MultiRateLoss:
 
         return ConditionedVAE(model, self.conditioning, self.beta_min, self.beta_max)
 
-    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int,
-                 beta: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, distortion: torch.Tensor, rate: torch.Tensor, step: int, beta: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """distortion, rate, beta: (B,) in nats, nats, and per-example weights. Returns batch means and the loss."""
         weight = linear_ramp(step, self.warmup_steps)
         beta = torch.ones_like(rate) if beta is None else beta

@@ -59,38 +59,77 @@ class Metric:
 
 _ALL = (
     Metric("distortion", NATS, "-log p(x|z) summed over pixels, averaged over validation examples", objective=True),
-    Metric("rate", NATS, "KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
-           needs_rate=True, objective=True),
+    Metric(
+        "rate",
+        NATS,
+        "KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
+        needs_rate=True,
+        objective=True,
+    ),
     Metric("neg_elbo", NATS, "distortion + rate", needs_rate=True, objective=True),
-    Metric("iwae_nll", NATS, "importance-weighted bound on -log p(x) with iwae_k samples (Burda et al. 2016)",
-           needs_rate=True, objective=True),
+    Metric(
+        "iwae_nll",
+        NATS,
+        "importance-weighted bound on -log p(x) with iwae_k samples (Burda et al. 2016)",
+        needs_rate=True,
+        objective=True,
+    ),
     Metric("mse", PER_PIXEL, "squared error of the decoded mean, averaged over pixels and examples", objective=True),
-    Metric("kl_per_dim", NATS, "the rate split by latent dim, one entry per dim", needs_rate=True,
-           per_dim=True),
+    Metric("kl_per_dim", NATS, "the rate split by latent dim, one entry per dim", needs_rate=True, per_dim=True),
     Metric("active_units", COUNT, "latent dims with Var_x(E_q[z_i]) > 0.01 (Burda et al. 2016)", needs_rate=True),
-    Metric("curve_hypervolume", NATS2, "loss=multirate: area of the (distortion, rate) plane its curve dominates, "
-           "against (P ln 2, P ln 2) nats, P = pixel values per image (vae_sweep/curve.py)", needs_rate=True,
-           objective=True, direction="maximize"),
+    Metric(
+        "curve_hypervolume",
+        NATS2,
+        "loss=multirate: area of the (distortion, rate) plane its curve dominates, "
+        "against (P ln 2, P ln 2) nats, P = pixel values per image (vae_sweep/curve.py)",
+        needs_rate=True,
+        objective=True,
+        direction="maximize",
+    ),
     # Disentanglement (vae_sweep/disentanglement.py), on datasets with factors: posterior means of images sampled from
     # the factor grid as each metric prescribes. Scores higher is better; a random code scores near 0 (β-VAE and
     # FactorVAE: near chance, 1 / number of factors).
-    *(Metric(name, FRACTION, meaning, objective=True, direction="maximize") for name, meaning in (
-        ("beta_vae", "accuracy of a logistic regression telling which factor two batches share from the mean "
-                     "|z_a - z_b| per latent dim (Higgins et al. 2017)"),
-        ("factor_vae", "accuracy of the majority vote from the latent dim of least normalised variance to the factor "
-                       "held fixed (Kim & Mnih 2018)"),
-        ("mig", "mean over factors of the gap between the two largest mutual informations with one latent dim "
+    *(
+        Metric(name, FRACTION, meaning, objective=True, direction="maximize")
+        for name, meaning in (
+            (
+                "beta_vae",
+                "accuracy of a logistic regression telling which factor two batches share from the mean "
+                "|z_a - z_b| per latent dim (Higgins et al. 2017)",
+            ),
+            (
+                "factor_vae",
+                "accuracy of the majority vote from the latent dim of least normalised variance to the factor "
+                "held fixed (Kim & Mnih 2018)",
+            ),
+            (
+                "mig",
+                "mean over factors of the gap between the two largest mutual informations with one latent dim "
                 "(posterior means in 20 bins), over the factor's entropy (Chen et al. 2018, disentanglement_lib's "
-                "estimator)"),
-        ("dci_disentanglement", "1 - entropy (base K) of each latent dim's tree importances over the K factors, "
-                                "weighted by the dim's share (Eastwood & Williams 2018)"),
-        ("dci_completeness", "1 - entropy (base L) of each factor's tree importances over the L latent dims, "
-                             "weighted by the factor's share (Eastwood & Williams 2018)"),
-        ("dci_informativeness", "test accuracy of gradient-boosted trees predicting a factor from all latent dims, "
-                                "averaged over factors (Eastwood & Williams 2018)"),
-        ("sap", "mean over factors of the gap between the two best test accuracies of a linear SVM predicting the "
-                "factor from one latent dim (Kumar et al. 2018)"),
-    )),
+                "estimator)",
+            ),
+            (
+                "dci_disentanglement",
+                "1 - entropy (base K) of each latent dim's tree importances over the K factors, "
+                "weighted by the dim's share (Eastwood & Williams 2018)",
+            ),
+            (
+                "dci_completeness",
+                "1 - entropy (base L) of each factor's tree importances over the L latent dims, "
+                "weighted by the factor's share (Eastwood & Williams 2018)",
+            ),
+            (
+                "dci_informativeness",
+                "test accuracy of gradient-boosted trees predicting a factor from all latent dims, "
+                "averaged over factors (Eastwood & Williams 2018)",
+            ),
+            (
+                "sap",
+                "mean over factors of the gap between the two best test accuracies of a linear SVM predicting the "
+                "factor from one latent dim (Kumar et al. 2018)",
+            ),
+        )
+    ),
     Metric("disentanglement_seconds", SECONDS, "wall time to sample, encode and score the disentanglement metrics"),
 )
 METRICS: dict[str, Metric] = {m.name: m for m in _ALL}

@@ -196,8 +196,10 @@ def check_input_64(input_shape: Shape, name: str) -> None:
     """The disentanglement_lib nets take exactly 64x64 images (any number of channels)."""
     c, h, w = input_shape
     if (h, w) != (64, 64):
-        raise ConfigError(f"model={name} needs 64x64 images (C x 64 x 64, as dsprites and sprites give); "
-                          f"the dataset gives {c}x{h}x{w} (C x H x W): use model=conv or model=mlp")
+        raise ConfigError(
+            f"model={name} needs 64x64 images (C x 64 x 64, as dsprites and sprites give); "
+            f"the dataset gives {c}x{h}x{w} (C x H x W): use model=conv or model=mlp"
+        )
 
 
 def locatello_vae(input_shape: Shape, latent_dim: int, name: str = "locatello") -> VAE:
@@ -214,18 +216,30 @@ def locatello_vae(input_shape: Shape, latent_dim: int, name: str = "locatello") 
     check_input_64(input_shape, name)
     c = input_shape[0]
     encoder = nn.Sequential(
-        nn.Conv2d(c, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 32, 32)
-        nn.Conv2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 16, 16)
-        nn.Conv2d(32, 64, 2, stride=2), nn.ReLU(),  # (B, 64, 8, 8)
-        nn.Conv2d(64, 64, 2, stride=2), nn.ReLU(),  # (B, 64, 4, 4)
-        nn.Flatten(), nn.Linear(1024, 256), nn.ReLU(),  # (B, 256)
+        nn.Conv2d(c, 32, 4, stride=2, padding=1),
+        nn.ReLU(),  # (B, 32, 32, 32)
+        nn.Conv2d(32, 32, 4, stride=2, padding=1),
+        nn.ReLU(),  # (B, 32, 16, 16)
+        nn.Conv2d(32, 64, 2, stride=2),
+        nn.ReLU(),  # (B, 64, 8, 8)
+        nn.Conv2d(64, 64, 2, stride=2),
+        nn.ReLU(),  # (B, 64, 4, 4)
+        nn.Flatten(),
+        nn.Linear(1024, 256),
+        nn.ReLU(),  # (B, 256)
     )
     decoder = nn.Sequential(
-        nn.Linear(latent_dim, 256), nn.ReLU(), nn.Linear(256, 1024), nn.ReLU(),
+        nn.Linear(latent_dim, 256),
+        nn.ReLU(),
+        nn.Linear(256, 1024),
+        nn.ReLU(),
         nn.Unflatten(1, (64, 4, 4)),  # (B, 64, 4, 4)
-        nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1), nn.ReLU(),  # (B, 64, 8, 8)
-        nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 16, 16)
-        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1), nn.ReLU(),  # (B, 32, 32, 32)
+        nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1),
+        nn.ReLU(),  # (B, 64, 8, 8)
+        nn.ConvTranspose2d(64, 32, 4, stride=2, padding=1),
+        nn.ReLU(),  # (B, 32, 16, 16)
+        nn.ConvTranspose2d(32, 32, 4, stride=2, padding=1),
+        nn.ReLU(),  # (B, 32, 32, 32)
         nn.ConvTranspose2d(32, c, 4, stride=2, padding=1),  # logits (B, C, 64, 64)
     )
     return VAE(encoder, GaussianHead(256, latent_dim, split_heads=True), decoder, latent_dim)

@@ -66,8 +66,9 @@ def hypervolume_2d(points: ArrayLike, reference: Sequence[float], directions: Se
     return float(np.sum(widths * (ref[1] - front[:, 1])))
 
 
-def running_hypervolume(points: ArrayLike, directions: Sequence[str],
-                        reference: Sequence[float] | None = None) -> np.ndarray:
+def running_hypervolume(
+    points: ArrayLike, directions: Sequence[str], reference: Sequence[float] | None = None
+) -> np.ndarray:
     """Shape (n,): after each row, `hypervolume_2d` of the rows so far, so it never falls. The reference defaults to
     the worst finite value of each column over all rows (then the worst points themselves add no area); all zeros
     when no row is finite."""

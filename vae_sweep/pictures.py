@@ -117,9 +117,7 @@ def traversal_dims(latent_dim: int, kl_per_dim: Sequence[float] | None = None) -
     return order[:MAX_TRAVERSAL_ROWS]
 
 
-def _save_traversals(
-    model: VAE, mu0: torch.Tensor, out_dir: Path, n: int, kl_per_dim: Sequence[float] | None
-) -> Path:
+def _save_traversals(model: VAE, mu0: torch.Tensor, out_dir: Path, n: int, kl_per_dim: Sequence[float] | None) -> Path:
     """One row per traversed dimension d: z = mu0 with z[d] in linspace(-3, 3, n). mu0: (L,) of example 0."""
     path = out_dir / "traversals.png"
     save_image(traversal_images(model, mu0, traversal_dims(model.latent_dim, kl_per_dim), n), path, nrow=n)

@@ -34,8 +34,10 @@ def resolve_device(device: str) -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device={device}: CUDA is not available on this machine; use device=auto or device=cpu")
     if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
-        raise ConfigError(f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        raise ConfigError(
+            f"device={device}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}"
+        )
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps: MPS is not available on this machine; use device=auto or device=cpu")
     return torch.device(device)

@@ -130,15 +130,18 @@ def read_dsprites(path: Path) -> tuple[np.ndarray, tuple[int, ...], tuple[tuple[
     with np.load(path) as z:  # allow_pickle stays off
         imgs, values, classes = z["imgs"], z["latents_values"], z["latents_classes"]
     n = len(imgs)
-    complete = imgs.shape[1:] == (SIDE, SIDE) and classes.shape == values.shape == (n, 6) and n > 0 \
-        and classes.min() >= 0
+    complete = (
+        imgs.shape[1:] == (SIDE, SIDE) and classes.shape == values.shape == (n, 6) and n > 0 and classes.min() >= 0
+    )
     if complete:
         sizes = tuple(int(s) for s in classes.max(axis=0) + 1)
         index = classes @ np.array([math.prod(sizes[i + 1 :]) for i in range(6)], dtype=np.int64)
         complete = sizes[0] == 1 and math.prod(sizes) == n and np.bincount(index, minlength=n).max() == 1
     if not complete:
-        raise ConfigError(f"dataset.data_dir: {path} is not the dSprites file: need imgs (N, 64, 64), "
-                          "latents_values and latents_classes (N, 6) over a complete grid with one color")
+        raise ConfigError(
+            f"dataset.data_dir: {path} is not the dSprites file: need imgs (N, 64, 64), "
+            "latents_values and latents_classes (N, 6) over a complete grid with one color"
+        )
     order = np.empty(n, dtype=np.int64)
     order[index] = np.arange(n)  # grid index -> row of the file
     per_class = []
@@ -166,8 +169,10 @@ def _steps(stride: Mapping[str, int] | None) -> tuple[int, ...]:
     unknown = set(stride) - set(NAMES)
     bad = [f"{k}={v}" for k, v in stride.items() if not isinstance(v, int) or isinstance(v, bool) or v < 1]
     if unknown or bad:
-        raise ConfigError(f"dataset.stride: {', '.join(sorted(unknown) + bad)}: give a positive integer step "
-                          f"for any of {', '.join(NAMES)}, or stride=null for the full grid")
+        raise ConfigError(
+            f"dataset.stride: {', '.join(sorted(unknown) + bad)}: give a positive integer step "
+            f"for any of {', '.join(NAMES)}, or stride=null for the full grid"
+        )
     return tuple(stride.get(name, 1) for name in NAMES)
 
 
@@ -178,16 +183,25 @@ def _sub_grid(steps: tuple[int, ...], sizes: tuple[int, ...]) -> tuple[tuple[int
     return sub_sizes, grid_classes(sub_sizes) * torch.tensor(steps)
 
 
-def _factor_data(name: str, packed: np.ndarray, sizes: tuple[int, ...], values: tuple[tuple[float, ...], ...],
-                 steps: tuple[int, ...], val_size: int, split_seed: int) -> ImageData:
+def _factor_data(
+    name: str,
+    packed: np.ndarray,
+    sizes: tuple[int, ...],
+    values: tuple[tuple[float, ...], ...],
+    steps: tuple[int, ...],
+    val_size: int,
+    split_seed: int,
+) -> ImageData:
     """Bit-packed rows `(n, 512)` of a complete grid of `sizes` (grid-index order) -> ImageData with Factors.
 
     A generator seeded `split_seed` shuffles the cells; the last `val_size` validate. Images become uint8
     `(1, 64, 64)` with pixels 0 or 255; labels are the shape class."""
     n = len(packed)
     if not 1 <= val_size <= n - 1:
-        raise ConfigError(f"dataset.val_size={val_size}: must be an integer from 1 to {n - 1} "
-                          f"({name} has {n} images with this stride)")
+        raise ConfigError(
+            f"dataset.val_size={val_size}: must be an integer from 1 to {n - 1} "
+            f"({name} has {n} images with this stride)"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(split_seed))
     classes = grid_classes(sizes)
     splits = []
@@ -202,8 +216,9 @@ def _factor_data(name: str, packed: np.ndarray, sizes: tuple[int, ...], values: 
     return ImageData(name, train_x, train_c[:, 0].clone(), val_x, val_c[:, 0].clone(), factors)
 
 
-def dsprites(data_dir: str, download: bool, stride: Mapping[str, int] | None = None, val_size: int = 1000,
-             split_seed: int = 0) -> ImageData:
+def dsprites(
+    data_dir: str, download: bool, stride: Mapping[str, int] | None = None, val_size: int = 1000, split_seed: int = 0
+) -> ImageData:
     """The official dSprites file `data_dir/dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz`, optionally
     thinned by `stride`; `download=true` fetches it first when missing. uint8 `(1, 64, 64)`, pixels 0/255."""
     steps, folder = _steps(stride), Path(data_dir) / "dsprites"
@@ -219,8 +234,9 @@ def dsprites(data_dir: str, download: bool, stride: Mapping[str, int] | None = N
     return _factor_data("dsprites", packed, sizes, values, steps, val_size, split_seed)
 
 
-def sprites(cache_dir: str, stride: Mapping[str, int] | None = None, val_size: int = 1000,
-            split_seed: int = 0) -> ImageData:
+def sprites(
+    cache_dir: str, stride: Mapping[str, int] | None = None, val_size: int = 1000, split_seed: int = 0
+) -> ImageData:
     """The procedural twin of dSprites (see the module docstring), drawn once per `stride` and cached as
     `cache_dir/sprites/sprites_v<version>_<grid>.npy` (bit-packed, written atomically). uint8 `(1, 64, 64)`,
     pixels 0/255. A close replica of dSprites, not its official pixels."""

@@ -68,21 +68,35 @@ def named_explicitly(config: DictConfig) -> bool:
     return any(o.key_or_group == "hydra.sweeper.study_name" for o in parsed)
 
 
-def open_study(url: str | None, name: str, explicit: bool, settings: dict[str, str], directions: list[str],
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+def open_study(
+    url: str | None,
+    name: str,
+    explicit: bool,
+    settings: dict[str, str],
+    directions: list[str],
+    sampler: optuna.samplers.BaseSampler,
+) -> optuna.Study:
     """Create or load study `name`, and stop (one line, `error: ...`) if it records other settings."""
     with storage_lock(url):  # two processes starting together would both create the tables
-        study = optuna.create_study(study_name=name, storage=make_storage(url), directions=directions,
-                                    load_if_exists=True, sampler=sampler)
+        study = optuna.create_study(
+            study_name=name, storage=make_storage(url), directions=directions, load_if_exists=True, sampler=sampler
+        )
         recorded = study.user_attrs.get("settings")
         if recorded is None:
             if study.trials:
-                log.warning("study %r has %d trials but no recorded settings (an older vae_sweep made it): "
-                            "recording this command's", name, len(study.trials))
+                log.warning(
+                    "study %r has %d trials but no recorded settings (an older vae_sweep made it): "
+                    "recording this command's",
+                    name,
+                    len(study.trials),
+                )
             study.set_user_attr("settings", settings)
         elif differ := differences(recorded, settings):
-            way = ("drop the hydra.sweeper.study_name override to get a study of this command's own, or pick "
-                   "another name" if explicit else "name a new study with hydra.sweeper.study_name=...")
+            way = (
+                "drop the hydra.sweeper.study_name override to get a study of this command's own, or pick another name"
+                if explicit
+                else "name a new study with hydra.sweeper.study_name=..."
+            )
             raise SystemExit(f"error: study {name!r} in {url} holds another experiment ({'; '.join(differ)}): {way}")
     return study
 
@@ -90,8 +104,11 @@ def open_study(url: str | None, name: str, explicit: bool, settings: dict[str, s
 def differences(recorded: dict[str, str], settings: dict[str, str]) -> list[str]:
     """`key: study has a, this command has b` for each setting that differs."""
     default = "the default"
-    return [f"{k}: study has {recorded.get(k, default)}, this command has {settings.get(k, default)}"
-            for k in sorted(set(recorded) | set(settings)) if recorded.get(k) != settings.get(k)]
+    return [
+        f"{k}: study has {recorded.get(k, default)}, this command has {settings.get(k, default)}"
+        for k in sorted(set(recorded) | set(settings))
+        if recorded.get(k) != settings.get(k)
+    ]
 
 
 def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
@@ -103,8 +120,9 @@ def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
     Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     # SQLAlchemy 1.4 gives file SQLite a NullPool: a connection opened and closed for each of ~20 sessions a
     # trial. A small pool keeps them (each process has its own; SQLite's locks still arbitrate the writes).
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={
-        "connect_args": {"timeout": 60}, "poolclass": sqlalchemy.pool.QueuePool, "pool_size": 2})
+    storage = optuna.storages.RDBStorage(
+        url, engine_kwargs={"connect_args": {"timeout": 60}, "poolclass": sqlalchemy.pool.QueuePool, "pool_size": 2}
+    )
     sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
     storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
     return storage

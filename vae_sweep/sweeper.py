@@ -31,10 +31,10 @@ import optuna
 import yaml
 from hydra.core.utils import JobReturn
 from hydra.utils import instantiate
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from vae_sweep.errors import ConfigError
 from vae_sweep.study import experiment, named_explicitly, open_study, storage_lock, study_name
 from vae_sweep.sweep_summary import write_summary
@@ -44,12 +44,32 @@ WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 class VaeOptunaSweeperImpl(OptunaSweeperImpl):
-    def __init__(self, sampler: DictConfig, direction: Any, storage: str | None, study_name: str, n_trials: int,
-                 n_jobs: int, max_failure_rate: float, params: DictConfig | None = None,
-                 search_space: DictConfig | None = None, custom_search_space: str | None = None) -> None:
+    def __init__(
+        self,
+        sampler: DictConfig,
+        direction: Any,
+        storage: str | None,
+        study_name: str,
+        n_trials: int,
+        n_jobs: int,
+        max_failure_rate: float,
+        params: DictConfig | None = None,
+        search_space: DictConfig | None = None,
+        custom_search_space: str | None = None,
+    ) -> None:
         # The sampler stays a config (`_recursive_: false`): it is built anew for each trial with its own seed.
-        super().__init__(sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate,
-                         search_space, custom_search_space, params)
+        super().__init__(
+            sampler,
+            direction,
+            storage,
+            study_name,
+            n_trials,
+            n_jobs,
+            max_failure_rate,
+            search_space,
+            custom_search_space,
+            params,
+        )
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
@@ -67,12 +87,21 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         with storage_lock(self.storage):
             fail_dead_trials(study)
         parallel, threads = parallelism(self.n_jobs)
-        log.info("study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
-                 study.study_name, self.storage, len(study.trials), self.n_trials, parallel, threads)
+        log.info(
+            "study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
+            study.study_name,
+            self.storage,
+            len(study.trials),
+            self.n_trials,
+            parallel,
+            threads,
+        )
         while batch := self._ask(study, dists, fixed, parallel):
             trials, overrides = zip(*batch)
-            overrides = [(*o, f"threads={threads}", "progress=false", f"hydra.sweep.subdir={t.number}")
-                         for t, o in zip(trials, overrides)]
+            overrides = [
+                (*o, f"threads={threads}", "progress=false", f"hydra.sweep.subdir={t.number}")
+                for t, o in zip(trials, overrides)
+            ]
             returns = self._launch(study, trials, overrides, directions)
             for trial, ret in zip(trials, returns):
                 record(study, trial, ret, len(directions))
@@ -87,8 +116,10 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             for trial in trials:
                 finish(study, trial, TrialState.FAIL, None, {"status": "interrupted"})
             self._write_results(study, directions)
-            raise SystemExit(f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
-                             "interrupted; run the same command again to resume the study") from None
+            raise SystemExit(
+                f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
+                "interrupted; run the same command again to resume the study"
+            ) from None
         self.job_idx += len(returns)
         return list(returns)
 
@@ -116,8 +147,11 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         return batch
 
     def _check_failure_budget(self, study: optuna.Study) -> None:
-        failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if t.user_attrs.get("status") != "interrupted"]
+        failed = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("status") != "interrupted"
+        ]
         budget = self.max_failure_rate * self.n_trials
         if len(failed) > budget:
             last = failed[-1]
@@ -125,7 +159,8 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             raise SystemExit(
                 f"error: sweep stopped: {len(failed)} trials failed, more than hydra.sweeper.max_failure_rate="
                 f"{self.max_failure_rate} of n_trials={self.n_trials} allows; last: trial {last.number} "
-                f"{last.user_attrs.get('status')} ({last.user_attrs.get('error', 'no message')})")
+                f"{last.user_attrs.get('status')} ({last.user_attrs.get('error', 'no message')})"
+            )
 
     def _write_results(self, study: optuna.Study, directions: list[str]) -> None:
         write_summary(study, Path(self.config.hydra.sweep.dir), directions)
@@ -141,10 +176,14 @@ def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
     for name, value in fixed.items():
         OmegaConf.update(job_cfg, name, yaml.safe_load(str(value)), force_add=True)
     for knob in ("beta", "latent_dim", "lr"):  # a searched knob that no group reads would be searched in vain
-        if knob in dists and f"${{{knob}}}" not in OmegaConf.to_yaml(OmegaConf.masked_copy(config, [g for g in GROUPS if g in config])):
+        if knob in dists and f"${{{knob}}}" not in OmegaConf.to_yaml(
+            OmegaConf.masked_copy(config, [g for g in GROUPS if g in config])
+        ):
             choices = config.hydra.runtime.choices
-            raise SystemExit(f"error: hydra.sweeper.params.{knob}: no config group reads it "
-                             f"(loss={choices.get('loss')}, model={choices.get('model')}); use loss=beta to search beta")
+            raise SystemExit(
+                f"error: hydra.sweeper.params.{knob}: no config group reads it "
+                f"(loss={choices.get('loss')}, model={choices.get('model')}); use loss=beta to search beta"
+            )
     checks = [("", job_cfg)]  # the fixed values, then each end of each range
     for name, dist in dists.items():
         for value in getattr(dist, "choices", None) or (dist.low, dist.high):
@@ -196,7 +235,9 @@ def record(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objective
         value = ret.return_value  # raises the job's exception when it failed
     except Exception as e:
         log.warning("trial %d failed: %s: %s", trial.number, type(e).__name__, e)
-        return finish(study, trial, TrialState.FAIL, None, metrics | {"status": "failed", "error": f"{type(e).__name__}: {e}"})
+        return finish(
+            study, trial, TrialState.FAIL, None, metrics | {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        )
     values = [float(v) for v in (value if n_objectives > 1 else [value])]
     if len(values) != n_objectives or any(v != v or v in (float("inf"), float("-inf")) for v in values):
         log.warning("trial %d diverged: objectives %s", trial.number, values)
@@ -204,7 +245,9 @@ def record(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objective
     finish(study, trial, TrialState.COMPLETE, values, metrics)
 
 
-def finish(study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None, attrs: dict) -> None:
+def finish(
+    study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None, attrs: dict
+) -> None:
     trial.set_user_attr("status", attrs.get("status", "completed"))
     if attrs.get("error"):
         trial.set_user_attr("error", attrs["error"][:500])

@@ -17,8 +17,8 @@ from omegaconf import DictConfig
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from vae_sweep.data import ImageData, as_float
 from vae_sweep.checkpoint import save_checkpoint
+from vae_sweep.data import ImageData, as_float
 from vae_sweep.errors import instantiate_group
 from vae_sweep.evaluate import validation_terms
 from vae_sweep.losses import rate

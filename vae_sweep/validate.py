@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import fields, is_dataclass
 from pathlib import Path
 from types import NoneType, UnionType
-from typing import Annotated, Literal, Mapping, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Literal, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
@@ -29,8 +30,13 @@ from vae_sweep.metrics import METRICS, OBJECTIVES
 
 __all__ = ["GROUPS", "check_argv", "check_fits_in_memory", "group_options", "validate"]
 INSTANTIATE_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")  # Hydra's, not the target's
-WORDS = {int: ("an integer", "integers"), float: ("a number", "numbers"), str: ("a string", "strings"),
-         bool: ("true or false", "true or false"), NoneType: ("null", "null")}
+WORDS = {
+    int: ("an integer", "integers"),
+    float: ("a number", "numbers"),
+    str: ("a string", "strings"),
+    bool: ("true or false", "true or false"),
+    NoneType: ("null", "null"),
+}
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
@@ -68,8 +74,10 @@ def check_multirate(cfg: DictConfig) -> None:
     if lo >= hi:
         raise ConfigError(f"loss.beta_max={hi:g}: must be above loss.beta_min={lo:g}")
     if not lo <= cfg.eval.beta <= hi:
-        raise ConfigError(f"eval.beta={cfg.eval.beta:g}: must lie in the trained range "
-                          f"[loss.beta_min, loss.beta_max] = [{lo:g}, {hi:g}]")
+        raise ConfigError(
+            f"eval.beta={cfg.eval.beta:g}: must lie in the trained range "
+            f"[loss.beta_min, loss.beta_max] = [{lo:g}, {hi:g}]"
+        )
 
 
 def check_node(node: DictConfig, schema: type, prefix: str, where: str) -> None:
@@ -81,7 +89,7 @@ def check_node(node: DictConfig, schema: type, prefix: str, where: str) -> None:
             if key not in names and key not in INSTANTIATE_KEYS:
                 raise unknown_setting(f"{prefix}{key}", where, names, can_add=False)
     for name in names:
-        if name in node.keys():  # `in node` alone skips a mandatory value left missing (???)
+        if name in node.keys():  # noqa: SIM118 - `in node` alone skips a mandatory value left missing (???)
             check_setting(node, name, types[name], prefix)
 
 
@@ -194,8 +202,10 @@ def check_objectives(cfg: DictConfig) -> None:
         raise ConfigError(f"objectives={show(objectives)}: name one or more of {', '.join(OBJECTIVES)}")
     loss = OmegaConf.select(cfg, "loss._target_", default="")
     if "curve_hypervolume" in objectives and not str(loss).endswith(".MultiRateLoss"):
-        raise ConfigError(f"objectives={show(objectives)}: needs loss=multirate, the loss whose run draws the "
-                          f"whole curve (or use sweep=curve); this loss is {str(loss).rsplit('.', 1)[-1] or 'none'}")
+        raise ConfigError(
+            f"objectives={show(objectives)}: needs loss=multirate, the loss whose run draws the "
+            f"whole curve (or use sweep=curve); this loss is {str(loss).rsplit('.', 1)[-1] or 'none'}"
+        )
     stochastic = OmegaConf.select(cfg, "loss._target_", default="").rsplit(".", 1)[-1] != "AutoencoderLoss"
     if not stochastic and any(METRICS[o].needs_rate for o in objectives):
         without_rate = ", ".join(o for o in OBJECTIVES if not METRICS[o].needs_rate)
@@ -214,12 +224,16 @@ def check_sweeper(cfg: DictConfig) -> None:
     check_node(sweeper, schema, "hydra.sweeper.", "hydra.sweeper")
     directions, objectives = listed(sweeper.direction), listed(cfg.get("objectives") or [])
     if len(directions) != len(objectives):
-        raise ConfigError(f"objectives={show(objectives)}: hydra.sweeper.direction={show(directions)} asks for "
-                          f"{len(directions)}; give one objective per direction")
+        raise ConfigError(
+            f"objectives={show(objectives)}: hydra.sweeper.direction={show(directions)} asks for "
+            f"{len(directions)}; give one objective per direction"
+        )
     wrong = next((o for o, d in zip(objectives, directions) if o in METRICS and METRICS[o].direction != d), None)
     if wrong is not None:  # maximising a distortion, or minimising MIG, optimises the wrong way
-        raise ConfigError(f"hydra.sweeper.direction={show(directions)}: {wrong} is {METRICS[wrong].direction}d; give "
-                          f"hydra.sweeper.direction={show([METRICS[o].direction for o in objectives])}")
+        raise ConfigError(
+            f"hydra.sweeper.direction={show(directions)}: {wrong} is {METRICS[wrong].direction}d; give "
+            f"hydra.sweeper.direction={show([METRICS[o].direction for o in objectives])}"
+        )
 
 
 # --- the command line, before Hydra starts -------------------------------------------------------------------------
@@ -238,16 +252,22 @@ def check_argv(argv: list[str], conf_dir: Path) -> None:
     multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN" for o in overrides)
     for o in overrides:
         if o.is_sweep_override() and not multirun:
-            raise ConfigError(f"{o.input_line}: a sweep over values runs only with --multirun "
-                              f"(for a list, write {o.key_or_group}=[...])")
+            raise ConfigError(
+                f"{o.input_line}: a sweep over values runs only with --multirun "
+                f"(for a list, write {o.key_or_group}=[...])"
+            )
         if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE and o.value() is None:  # Hydra: a ValueError
-            raise ConfigError(f"{o.input_line}: choose an option; {o.key_or_group} accepts "
-                              f"{', '.join(group_options(conf_dir, o.key_or_group))}")
+            raise ConfigError(
+                f"{o.input_line}: choose an option; {o.key_or_group} accepts "
+                f"{', '.join(group_options(conf_dir, o.key_or_group))}"
+            )
     fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
     cfg = compose(conf_dir, args.config_name or "config", fixed)
     if multirun:  # the sweep config's own fixed values come before the command line's, as the sweeper applies them
         params = cfg.hydra.sweeper.get("params") or {}
-        lines = [o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()]
+        lines = [
+            o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()
+        ]
         cfg = compose(conf_dir, args.config_name or "config", lines + fixed) if lines else cfg
     validate(cfg, choices=cfg.hydra.runtime.choices)
     if multirun:
@@ -281,8 +301,10 @@ def parse(parser, lines: list[str]) -> list:
     try:
         return parser.parse_overrides(lines)
     except OverrideParseException as e:
-        raise ConfigError(f"{e.override}: cannot be parsed ({first_line(e)}); see "
-                          "https://hydra.cc/docs/advanced/override_grammar/basic/") from None
+        raise ConfigError(
+            f"{e.override}: cannot be parsed ({first_line(e)}); see "
+            "https://hydra.cc/docs/advanced/override_grammar/basic/"
+        ) from None
 
 
 def check_writable(setting: str, value: str) -> None:
@@ -293,7 +315,9 @@ def check_writable(setting: str, value: str) -> None:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise ConfigError(f"{setting}={value}: cannot write there ({e.strerror}); give a folder you can write to") from None
+        raise ConfigError(
+            f"{setting}={value}: cannot write there ({e.strerror}); give a folder you can write to"
+        ) from None
 
 
 # --- the model against the memory of its device ------------------------------------------------------------------
@@ -304,8 +328,10 @@ def check_fits_in_memory(cfg: DictConfig, n_params: int, device) -> None:
     need, free = 16 * n_params, available_memory(device)
     if free is not None and need > free:
         where = "the cpu has" if device.type == "cpu" else f"{device} has"
-        raise ConfigError(f"{size_setting(cfg)}: the model would have {n_params:,} parameters ({need / 1e9:.1f} GB "
-                          f"with gradients and optimizer state); {where} {free / 1e9:.1f} GB available")
+        raise ConfigError(
+            f"{size_setting(cfg)}: the model would have {n_params:,} parameters ({need / 1e9:.1f} GB "
+            f"with gradients and optimizer state); {where} {free / 1e9:.1f} GB available"
+        )
 
 
 def available_memory(device) -> int | None:

@@ -26,5 +26,12 @@ def compose_config(overrides: list[str] | None = None, **kwargs) -> DictConfig:
 def cli(args: list[str], cwd: Path, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
     """`python -m vae_sweep ARGS` as a user runs it, from `cwd`."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([sys.executable, "-m", "vae_sweep", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "vae_sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **kwargs,
+    )

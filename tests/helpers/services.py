@@ -58,8 +58,14 @@ def free_port() -> int:
 def run_script(script: str, action: str, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
     """`ci/services/SCRIPT ACTION` under `env`, bounded by `timeout`; stdout/stderr captured as text."""
     try:
-        return subprocess.run(["bash", str(SCRIPTS / script), action], env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            ["bash", str(SCRIPTS / script), action],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         return subprocess.CompletedProcess(e.cmd, 124, "", f"{script} {action}: timed out after {timeout} s\n{err}")
@@ -78,6 +84,7 @@ def _services_dir(kind: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- PostgreSQL
+
 
 def pg_driver() -> str | None:
     """The SQLAlchemy PostgreSQL driver to use here: psycopg (3) under SQLAlchemy 2, psycopg2 under 1.4.
@@ -105,8 +112,10 @@ def postgres_url():
         return
     driver = pg_driver()
     if driver is None:
-        unavailable("no PostgreSQL driver for SQLAlchemy: pip install 'psycopg[binary]' (SQLAlchemy 2) "
-                    "or psycopg2-binary (SQLAlchemy 1.4)")
+        unavailable(
+            "no PostgreSQL driver for SQLAlchemy: pip install 'psycopg[binary]' (SQLAlchemy 2) "
+            "or psycopg2-binary (SQLAlchemy 1.4)"
+        )
     if shutil.which("bash") is None:
         unavailable("bash is needed to start PostgreSQL (ci/services/postgres.sh)")
     svc_dir = _services_dir("pg")
@@ -116,8 +125,10 @@ def postgres_url():
     url = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
     if res.returncode != 0 or not url.startswith("postgresql"):
         run_script("postgres.sh", "stop", env, STOP_TIMEOUT)  # whatever part of it came up
-        unavailable(f"PostgreSQL could not be started (ci/services/postgres.sh start, exit {res.returncode}):\n"
-                    f"{_tail(res.stderr)}")
+        unavailable(
+            f"PostgreSQL could not be started (ci/services/postgres.sh start, exit {res.returncode}):\n"
+            f"{_tail(res.stderr)}"
+        )
     try:
         yield url
     finally:
@@ -149,6 +160,7 @@ def postgres_db_url(postgres_url):
 
 # -------------------------------------------------------------------------------------------------- Slurm
 
+
 @dataclass(frozen=True)
 class SlurmCluster:
     """A running Slurm cluster: its config file, and the environment that reaches it."""
@@ -162,8 +174,9 @@ class SlurmCluster:
 
     def run(self, args: list[str], timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
         """A Slurm command (`srun ...`, `sbatch ...`) against this cluster, bounded by `timeout`."""
-        return subprocess.run(args, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout, **kwargs)
+        return subprocess.run(
+            args, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, **kwargs
+        )
 
 
 @pytest.fixture(scope="session")
@@ -177,8 +190,10 @@ def slurm_cluster():
         return
     missing = [c for c in ("slurmctld", "slurmd", "srun", "munged") if shutil.which(c) is None]
     if os.geteuid() != 0:
-        unavailable("a Slurm test cluster needs root (slurmd starts jobs as their user)"
-                    + (f"; not installed: {', '.join(missing)}" if missing else ""))
+        unavailable(
+            "a Slurm test cluster needs root (slurmd starts jobs as their user)"
+            + (f"; not installed: {', '.join(missing)}" if missing else "")
+        )
     svc_dir = _services_dir("slurm")
     env = {**os.environ, "VAE_SWEEP_SERVICES_DIR": svc_dir}
     env.setdefault("VAE_SWEEP_SLURMCTLD_PORT", str(free_port()))
@@ -190,8 +205,9 @@ def slurm_cluster():
     line = res.stdout.strip().splitlines()[-1] if res.stdout.strip() else ""
     if res.returncode != 0 or not line.startswith("SLURM_CONF="):
         run_script("slurm.sh", "stop", env, STOP_TIMEOUT)
-        unavailable(f"Slurm could not be started (ci/services/slurm.sh start, exit {res.returncode}):\n"
-                    f"{_tail(res.stderr)}")
+        unavailable(
+            f"Slurm could not be started (ci/services/slurm.sh start, exit {res.returncode}):\n{_tail(res.stderr)}"
+        )
     conf = Path(line.split("=", 1)[1])
     os.environ["SLURM_CONF"] = str(conf)
     try:
