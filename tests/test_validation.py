@@ -78,16 +78,17 @@ CLI_CASES = {
     "(add a new key with +eval.batchsize=...)",
     # sweeps
     "beta=0.1,1": "beta=0.1,1: a sweep over values runs only with --multirun (for a list, write beta=[...])",
-    "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, elbo, grid, pareto",
+    "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, grid, pareto",
     "--multirun hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0: must be an integer >= 1",
     "--multirun hydra.sweeper.max_failure_rate=2": "hydra.sweeper.max_failure_rate=2: must be a number from 0 to 1",
     "--multirun hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0: must be an integer >= 1, or -1 for one per core",
     "--multirun hydra.sweeper.direction=up": "hydra.sweeper.direction=up: must be minimize or maximize, or a list of them",
     "--multirun objectives=[foo]": "objectives=[foo]: must be one or more of distortion, rate, neg_elbo, iwae_nll, mse, "
-    "curve_hypervolume",
+    "curve_hypervolume, beta_vae, factor_vae, mig, dci_disentanglement, dci_completeness, dci_informativeness, sap",
     "--multirun objectives=[neg_elbo]": "objectives=[neg_elbo]: hydra.sweeper.direction=[minimize,minimize] asks "
     "for 2; give one objective per direction",
-    "--multirun loss=ae": "objectives=[distortion,rate]: loss=ae has no rate; choose from distortion, mse",
+    "--multirun loss=ae": "objectives=[distortion,rate]: loss=ae has no rate; choose from distortion, mse, "
+    "beta_vae, factor_vae, mig, dci_disentanglement, dci_completeness, dci_informativeness, sap",
     "--multirun sweep=elbo objectives=[iwae_nll] eval.iwae_k=0": "eval.iwae_k=0: objective iwae_nll needs eval.iwae_k >= 1",
     "--multirun model=conv model.channels=[] beta=0.1,1": "model.channels=[]: must be a non-empty list of integers >= 1",
 }
