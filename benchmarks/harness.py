@@ -124,7 +124,7 @@ SMOKE: list[str] = []  # overrides added to every config: `--smoke` caps each ep
 
 def config(*overrides: str) -> DictConfig:
     """The real composed config (conf/config.yaml) with `overrides`, through Hydra's compose API."""
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(REPO / "conf")):
         return compose(config_name="config", overrides=[*overrides, *SMOKE])
 
 

@@ -139,7 +139,7 @@ def test_two_trial_curve_sweep_returns_the_hypervolume_and_the_analysis_draws_th
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     assert summary.study_name.startswith("curve") and study.direction == optuna.study.StudyDirection.MAXIMIZE
-    (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
+    (sweep_dir,) = [p for p in (tmp_path / "multirun").glob("*/*") if p.is_dir()]  # multirun/artifacts/ holds files
     trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(trials) == 2
     for t in trials:

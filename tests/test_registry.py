@@ -40,4 +40,4 @@ def test_statuses_are_plain_strings_in_json_and_text():
     assert json.dumps({"status": Status.DIVERGED}) == '{"status": "diverged"}'
     assert f"{Status.COMPLETED}" == str(Status.COMPLETED) == "completed" and Status("failed") is Status.FAILED
     assert Status.INTERRUPTED.counted_as is Status.FAILED and Status.INTERRUPTED not in COUNTED
-    assert [s.value for s in COUNTED] == ["completed", "diverged", "failed", "running", "missing"]
+    assert [s.value for s in COUNTED] == ["completed", "diverged", "failed", "pruned", "running", "missing"]

@@ -158,7 +158,7 @@ def refused(argv: list[str]) -> str:
         (
             ["-m", "hydra/sweeper/sampler=foo"],
             "hydra/sweeper/sampler=foo: no such option; hydra/sweeper/sampler accepts "
-            "cmaes, grid, motpe, nsgaii, random, tpe",
+            "cmaes, gp, grid, motpe, nsgaii, nsgaiii, qmc, random, tpe",
         ),
         (["-m", "hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1: must be an integer >= 0 or null"),
         (
@@ -231,7 +231,7 @@ def test_every_option_of_every_group_passes_the_schema(group, option):
 
 @pytest.mark.parametrize("sweep", group_options(CONF, "sweep"))
 def test_every_sweep_passes_the_schema(sweep):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         cfg = compose(config_name="config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     validate(cfg, choices=cfg.hydra.runtime.choices)
     check_sweeper(cfg)

@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vae_sweep.errors import ConfigError
+from vae_sweep.errors import TRUSTED_TARGETS, ConfigError
 
 
 def find_conf_dir() -> Path:
@@ -28,7 +28,7 @@ def find_conf_dir() -> Path:
 CONF_DIR = find_conf_dir()
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+@hydra.main(config_path=str(CONF_DIR), config_name="config", execution_whitelist=list(TRUSTED_TARGETS))
 def task(cfg: DictConfig) -> float | tuple[float, ...]:
     """The task function: the sweeper receives what it returns."""
     from vae_sweep.job import run

@@ -271,9 +271,9 @@ def plot_importance(importance: pd.DataFrame) -> Figure | None:
     )
     ax.invert_yaxis()
     ax.set(
-        xlabel="importance (mean decrease in impurity, sums to 1 per objective)",
+        xlabel="importance (fANOVA: share of the objective's variance, sums to 1 per objective)",
         xlim=(0, 1),
-        title=f"Parameter importance (random forest on {importance.attrs.get('trials', '?')} completed trials)",
+        title=f"Parameter importance (fANOVA on {importance.attrs.get('trials', '?')} completed trials)",
     )
     ax.legend(title="objective", fontsize=8)
     return fig

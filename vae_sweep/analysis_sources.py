@@ -172,7 +172,11 @@ def _trial_status(trial) -> Status:
         return Status.RUNNING
     if state == "COMPLETE":
         return Status.COMPLETED
+    if state == "PRUNED":  # a sweep's pruner stopped it: its last epoch's metrics are in the study and run dir
+        return Status.PRUNED
     status = trial.user_attrs.get("status")
     if status == Status.COMPLETED:  # the run finished with NaN/inf objectives, so the sweeper failed the trial
         return Status.DIVERGED
-    return Status(status) if status in (Status.DIVERGED, Status.FAILED) else Status.FAILED  # interrupted, pruned, ...
+    return (
+        Status(status) if status in (Status.DIVERGED, Status.FAILED) else Status.FAILED
+    )  # interrupted, never reported

@@ -3,6 +3,17 @@ translations of the libraries' errors (Hydra's composition and instantiation) in
 
 import difflib
 
+# The `_target_`s that configs may build: the project's own, torch's optimisers and schedulers, and optuna's samplers
+# and pruners. Hydra 1.4 refuses any other once a list is given, and warns (an error from Hydra 1.5) without one, so
+# every instantiate here passes it, and so does `hydra.main` in __main__.py. A model of your own: add it here.
+TRUSTED_TARGETS = (
+    "vae_sweep.*",
+    "torch.optim.*",
+    "optuna.samplers.*",
+    "optuna.pruners.*",
+    "hydra_plugins.hydra_optuna_sweeper.*",
+)
+
 
 class ConfigError(ValueError):
     """A setting the user gave cannot work. The message is one line: `setting=value: what it accepts`."""
@@ -18,7 +29,7 @@ def instantiate_group(node, key: str, **kwargs):
     from hydra.utils import instantiate
 
     try:
-        return instantiate(node, **kwargs)
+        return instantiate(node, **kwargs, _execution_whitelist_=list(TRUSTED_TARGETS))
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ConfigError):
@@ -51,7 +62,7 @@ def compose(conf_dir, config_name: str, overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     try:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(conf_dir)):
             return hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
         if not e.options or not e.missing_cfg_file:

@@ -29,6 +29,7 @@ from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
+from vae_sweep.trial import epoch_reporter
 from vae_sweep.validate import validate
 
 log = logging.getLogger(__name__)
@@ -69,8 +70,10 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
     base = describe(cfg, parts, device)
     write_metrics(out_dir, base | {"status": Status.RUNNING})
     try:
-        fit(parts, data, cfg, state, out_dir, progress=cfg.progress and not in_sweep())
+        fit(parts, data, cfg, state, out_dir, progress=cfg.progress and not in_sweep(), after_epoch=epoch_reporter(cfg))
         metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
+        if state.status == Status.PRUNED:  # its last validation, as history.csv has it
+            metrics = {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")}
     except BaseException as e:  # record every way a run can end, then let it propagate
         status = Status.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Status.FAILED
         write_metrics(out_dir, base | timings(state, start) | {"status": status, "error": f"{type(e).__name__}: {e}"})

@@ -148,6 +148,7 @@ class Status(str, Enum):
     COMPLETED = "completed"
     DIVERGED = "diverged"  # the loss or a validation term stopped being finite
     FAILED = "failed"  # the job raised
+    PRUNED = "pruned"  # a sweep's pruner stopped it early: metrics.json holds its last epoch's validation metrics
     INTERRUPTED = "interrupted"  # Ctrl-C, or its sweep process was killed: does not count toward n_trials
     RUNNING = "running"  # metrics.json written at the start; a run killed hard stays so
     MISSING = "missing"  # the analysis found no readable metrics.json

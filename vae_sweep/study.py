@@ -14,6 +14,9 @@ The study's name is the sweep's base name (`hydra.sweeper.study_name`, e.g. `par
 overrides nothing defining, else the base and the defining overrides, sorted by key: `pareto[epochs=1,model=conv]`.
 The same command always gets the same study; an explicit `hydra.sweeper.study_name=X` is used as it is.
 A study whose recorded settings differ from the command's stops the sweep before its first trial.
+
+Where it lives: any SQLAlchemy URL (SQLite by default) with Optuna's heartbeat on, so that a trial whose process
+died, on any machine, is found (`fail_stale`) and failed; a SQLite study also gets a file lock for count-then-ask.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ import optuna
 import sqlalchemy
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
+from optuna.trial import FrozenTrial, TrialState
 
 from vae_sweep.config import JOB_GROUPS
 
@@ -36,6 +42,9 @@ log = logging.getLogger(__name__)
 # Settings that change how a trial runs or where it reads and writes, not what it computes.
 NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size")
 RECORDED_GROUPS = JOB_GROUPS
+# A trial's `status` user attribute from the moment it is asked until its result is recorded: a trial whose process
+# dies keeps it, so the heartbeat's stale check (which may no longer write to the trial) leaves it marked.
+INTERRUPTED = "interrupted"
 
 
 def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -75,11 +84,19 @@ def open_study(
     settings: dict[str, str],
     directions: list[str],
     sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner | None = None,
+    beats: tuple[int, int] | None = None,
 ) -> optuna.Study:
-    """Create or load study `name`, and stop (one line, `error: ...`) if it records other settings."""
+    """Create or load study `name` (with heartbeats `beats` = (interval, grace period) in seconds), and stop (one line,
+    `error: ...`) if it records other settings. Trials that a dead process left running are failed first."""
     with storage_lock(url):  # two processes starting together would both create the tables
         study = optuna.create_study(
-            study_name=name, storage=make_storage(url), directions=directions, load_if_exists=True, sampler=sampler
+            study_name=name,
+            storage=make_storage(url, beats),
+            directions=directions,
+            load_if_exists=True,
+            sampler=sampler,
+            pruner=pruner,
         )
         recorded = study.user_attrs.get("settings")
         if recorded is None:
@@ -98,6 +115,7 @@ def open_study(
                 else "name a new study with hydra.sweeper.study_name=..."
             )
             raise SystemExit(f"error: study {name!r} in {url} holds another experiment ({'; '.join(differ)}): {way}")
+        fail_stale(study)
     return study
 
 
@@ -111,21 +129,83 @@ def differences(recorded: dict[str, str], settings: dict[str, str]) -> list[str]
     ]
 
 
-def make_storage(url: str | None) -> optuna.storages.BaseStorage | None:
-    """An RDB storage. SQLite gets its folder created, a 60 s lock timeout so processes can share it, and
-    write-ahead logging with synchronous=NORMAL: about 8 commits a trial then cost a millisecond each instead
-    of an fsync each, and a crash can still lose only the last commit, never corrupt the file."""
-    if url is None or not url.startswith("sqlite:///"):
-        return optuna.storages.RDBStorage(url) if url else None
-    Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    # SQLAlchemy 1.4 gives file SQLite a NullPool: a connection opened and closed for each of ~20 sessions a
-    # trial. A small pool keeps them (each process has its own; SQLite's locks still arbitrate the writes).
-    storage = optuna.storages.RDBStorage(
-        url, engine_kwargs={"connect_args": {"timeout": 60}, "poolclass": sqlalchemy.pool.QueuePool, "pool_size": 2}
-    )
-    sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
-    storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
+def make_storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> optuna.storages.BaseStorage | None:
+    """An RDB storage, with Optuna's heartbeat when `heartbeat` = (interval, grace period) in seconds is given.
+    SQLite gets its folder created, a 60 s lock timeout so processes can share it, and write-ahead logging with
+    synchronous=NORMAL: about 8 commits a trial then cost a millisecond each instead of an fsync each, and a crash
+    can still lose only the last commit, never corrupt the file. (SQLAlchemy 2 pools file SQLite connections.)"""
+    if url is None:
+        return None
+    interval, grace = heartbeat or (None, None)
+    kwargs: dict = {"heartbeat_interval": interval, "grace_period": grace}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna 5, as it has been since 2.9
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        storage = optuna.storages.RDBStorage(url, **kwargs)
+    if url.startswith("sqlite:///"):
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
     return storage
+
+
+def counts(trial: FrozenTrial) -> bool:
+    """Whether a trial counts toward n_trials: it is running, or it ended in any way but being interrupted."""
+    return trial.state == TrialState.RUNNING or trial.user_attrs.get("status") != INTERRUPTED
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail the study's RUNNING trials whose heartbeat is older than the grace period: their process died."""
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if not running:
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    if stale := [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        if t.number in running and t.user_attrs.get("status") == INTERRUPTED
+    ]:
+        log.warning("trial(s) %s stopped beating (their process died): marked interrupted", stale)
+
+
+def beat(study: optuna.Study, trial_id: int) -> None:
+    """Record one heartbeat of the trial, where the storage keeps them (not in memory)."""
+    if heartbeat_interval(study._storage):
+        study._storage.record_heartbeat(trial_id)
+
+
+def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
+    """The storage's heartbeat interval in seconds; None where it keeps no heartbeats (in memory, or not set)."""
+    return getattr(storage, "get_heartbeat_interval", lambda: None)()
+
+
+@contextlib.contextmanager
+def heartbeat(study: optuna.Study, trial_ids: list[int]) -> Iterator[None]:
+    """Record the trials' heartbeats every heartbeat_interval seconds while the block runs (the trials' jobs), from
+    a thread of this process: the one that will record their results. A storage without heartbeat does nothing."""
+    storage, stop = study._storage, threading.Event()
+    interval = heartbeat_interval(storage)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            for trial_id in trial_ids:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except sqlalchemy.exc.SQLAlchemyError as e:  # a busy database: the next beat may get through
+                    log.warning("heartbeat of trial id %d not recorded: %s", trial_id, type(e).__name__)
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    if interval:
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        if interval:
+            thread.join()
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

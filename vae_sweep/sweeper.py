@@ -1,46 +1,72 @@
 """The Optuna sweep behind `python -m vae_sweep --multirun`.
 
-It is hydra-optuna-sweeper's own implementation (search-space parsing, trial configuration, the launcher
-and its output format) with a different `sweep` loop, which fixes what the plugin's loop gets wrong for us:
+It is hydra-optuna-sweeper 1.4's implementation (search-space parsing, trial configuration, the launcher and its
+output format) with vae_sweep's own `sweep` loop. On optuna 5 the plugin's loop no longer crashes on a NaN
+objective (optuna fails the trial itself), and that is all of our old list it now does. What the loop still adds:
 
-- a NaN objective (a diverged run) crashed the whole sweep: here it is a failed trial, and the sweep goes on;
-- `max_failure_rate` was judged per batch of n_jobs: here it is a budget for the whole study;
-- `n_trials` is the size of the study, so running the same command again tops it up rather than adding
-  n_trials more; trials left RUNNING by a killed process on this machine are marked failed (status
-  interrupted) and do not count toward n_trials;
-- the sampler is re-seeded from (seed, trial number) for each trial, so a resumed or shared study never
-  re-draws points it already tried, and different seeds give independent streams;
-- one study holds one experiment: it is named after the command's defining settings and records them
-  (vae_sweep/study.py), so `model=conv` gets a study of its own instead of joining the MLP one;
-- several processes can share one SQLite study: asking for a trial happens under a file lock;
+- a NaN or infinite objective is a failed trial recorded as `diverged` (metrics.json's status), not an anonymous
+  failure, and a trial that raised is `failed` with its error; the sweep goes on;
+- `max_failure_rate` is a budget for the whole study (the plugin judges it per batch of n_jobs, so with one trial
+  at a time a single failure stops it);
+- `n_trials` is the size of the study (the plugin adds n_trials more on every run), so running the same command
+  again tops it up, and several processes sharing one study add up to exactly n_trials: counting and asking happen
+  under a file lock beside a SQLite study;
+- trials whose process died anywhere are found by Optuna's heartbeat (`heartbeat_interval`, `grace_period`):
+  this process beats for the trials it launched while their jobs run, so a trial is alive as long as the process
+  that will record it is; one that stopped beating is failed with status `interrupted` and does not count;
+- the sampler is re-seeded from (seed, trial number) for each trial, so a resumed or shared study never re-draws
+  points it already tried, and different seeds give independent streams;
+- one study holds one experiment (vae_sweep/study.py);
 - parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
-- each trial's metrics.json goes into the study as user attributes, and a summary is written at the end.
+- with a pruner (`hydra/sweeper/pruner=median|successive_halving|hyperband`), each job gets a handle on its study
+  trial as overrides (`+trial.storage=... +trial.study=... +trial.number=...`: no in-memory object, so any launcher
+  works) and reports its validation objective after every epoch (vae_sweep/trial.py); pruned trials are PRUNED;
+- each trial's metrics.json goes into the study as user attributes, its pictures as Optuna artifacts (shown by
+  optuna-dashboard), and a summary is written at the end.
+
+Dropped with the move: the check that a RUNNING trial's pid is alive on this host and the `worker` attribute it read
+(the heartbeat covers every host), the plugin's old `search_space` setting (gone from 1.4), and study.py's connection
+pool for SQLite (SQLAlchemy 2 pools file connections itself). New here: `hydra/sweeper/sampler=grid` works (the grid
+sampler gets the search space), and a bad sampler or pruner setting stops the sweep in one line.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
-import os
-import socket
+import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
-import yaml
 from hydra.core.utils import JobReturn
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from vae_sweep.errors import ConfigError
-from vae_sweep.study import experiment, named_explicitly, open_study, storage_lock, study_name
+from vae_sweep.outputs import read_metrics
+from vae_sweep.search_space import check_search_space
+from vae_sweep.study import (
+    INTERRUPTED,
+    beat,
+    counts,
+    experiment,
+    fail_stale,
+    heartbeat,
+    named_explicitly,
+    open_study,
+    storage_lock,
+    study_name,
+)
 from vae_sweep.sweep_summary import write_summary
+from vae_sweep.trial import handle_overrides, pruning, refusal, upload_pictures
 
 log = logging.getLogger(__name__)
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
+TRUSTED = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hydra_optuna_sweeper.*")  # what configs may build
 
 
 class VaeOptunaSweeperImpl(OptunaSweeperImpl):
@@ -54,39 +80,35 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         n_jobs: int,
         max_failure_rate: float,
         params: DictConfig | None = None,
-        search_space: DictConfig | None = None,
         custom_search_space: str | None = None,
+        pruner: DictConfig | None = None,
+        heartbeat_interval: int = 10,
+        grace_period: int = 30,
+        artifact_dir: str | None = None,
     ) -> None:
         # The sampler stays a config (`_recursive_: false`): it is built anew for each trial with its own seed.
         super().__init__(
-            sampler,
-            direction,
-            storage,
-            study_name,
-            n_trials,
-            n_jobs,
-            max_failure_rate,
-            search_space,
-            custom_search_space,
-            params,
+            sampler, direction, storage, study_name, n_trials, n_jobs, max_failure_rate, custom_search_space, params
         )
+        self.pruner_cfg, self.artifact_dir = pruner, artifact_dir
+        self.heartbeat = (int(heartbeat_interval), int(grace_period))
 
     def sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
-        dists, fixed = create_params_from_overrides(self._parse_sweeper_params_config() + list(arguments))
-        dists = {**(self.search_space_distributions or {}), **dists}
+        searched = self._parse_sweeper_params_config() + list(arguments)  # the config's params, then the command's
+        dists, fixed, fixed_overrides = create_params_from_overrides(searched)
         for key in fixed:
             dists.pop(key, None)
         check_search_space(self.config, dists, fixed)
+        self._dists = dists
         directions = self._get_directions()
+        pruner = self._pruner(len(directions))
         settings, defining = experiment(self.config, arguments)
         explicit = named_explicitly(self.config)
         name = self.study_name if explicit else study_name(self.study_name, defining)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
-        study = open_study(self.storage, name, explicit, settings, directions, self._sampler(0))
-        with storage_lock(self.storage):
-            fail_dead_trials(study)
-        parallel, threads = parallelism(self.n_jobs)
+        study = open_study(self.storage, name, explicit, settings, directions, self._sampler(0), pruner, self.heartbeat)
+        parallel, threads = parallelism(self.n_jobs, self.config.get("threads"))
         log.info(
             "study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
             study.study_name,
@@ -96,25 +118,34 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             parallel,
             threads,
         )
-        while batch := self._ask(study, dists, fixed, parallel):
+        handles = pruning(pruner) and self.storage
+        while batch := self._next_batch(study, dists, fixed, fixed_overrides, parallel):
             trials, overrides = zip(*batch)
             overrides = [
-                (*o, f"threads={threads}", "progress=false", f"hydra.sweep.subdir={t.number}")
+                (
+                    *o,
+                    f"threads={threads}",
+                    "progress=false",
+                    f"hydra.sweep.subdir={t.number}",
+                    *(handle_overrides(self.storage, study.study_name, t.number) if handles else ()),
+                )
                 for t, o in zip(trials, overrides)
             ]
             returns = self._launch(study, trials, overrides, directions)
             for trial, ret in zip(trials, returns):
-                record(study, trial, ret, len(directions))
+                record(study, trial, ret, len(directions), self.artifact_dir)
             self._check_failure_budget(study)
         self._write_results(study, directions)
 
     def _launch(self, study: optuna.Study, trials: tuple, overrides: list, directions: list[str]) -> list[JobReturn]:
-        """Run one batch of trials; on Ctrl-C mark them interrupted, write the results so far, and stop."""
+        """Run one batch of trials, beating their heartbeats meanwhile; on Ctrl-C mark them interrupted, write the
+        results so far, and stop."""
         try:
-            returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
+            with heartbeat(study, [t._trial_id for t in trials]):
+                returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except KeyboardInterrupt:
             for trial in trials:
-                finish(study, trial, TrialState.FAIL, None, {"status": "interrupted"})
+                finish(study, trial, TrialState.FAIL, None, {"status": INTERRUPTED})
             self._write_results(study, directions)
             raise SystemExit(
                 f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
@@ -126,31 +157,76 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         """The configured sampler for trial `number`, seeded from (seed, number) when it has a seed. The pair
         goes through numpy's SeedSequence: `seed + number` would make seed 1's stream seed 0's, one trial on."""
-        cfg = self.sampler
-        if cfg.get("seed") is None:
-            return instantiate(cfg)
-        return instantiate(cfg, seed=int(np.random.SeedSequence([cfg.seed, number]).generate_state(1)[0]))
+        cfg, seed = self.sampler, {}
+        if cfg.get("seed") is not None:
+            seed = {"seed": int(np.random.SeedSequence([cfg.seed, number]).generate_state(1)[0])}
+        sampler = self._build("sampler", cfg, **seed)
+        if isinstance(sampler, functools.partial):  # the grid sampler takes the search space; a study holds it once
+            grid = {k: self._to_grid_sampler_choices(d) for k, d in self._dists.items()}
+            self.n_trials = min(self.n_trials, int(np.prod([len(v) for v in grid.values()])))
+            sampler = sampler(grid)
+        return sampler
 
-    def _ask(self, study: optuna.Study, dists: dict, fixed: dict, parallel: int) -> list[tuple]:
-        """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials
-        (interrupted trials, which produced nothing, do not count)."""
+    def _build(self, group: str, cfg: DictConfig, **kwargs: Any) -> Any:
+        """The sampler or pruner that `cfg` names; a mistake in it (`motpe`, gone since optuna 4; a bad setting) stops
+        the sweep in one line."""
+        try:
+            return instantiate(cfg, **kwargs, _execution_whitelist_=TRUSTED)
+        except (InstantiationException, TypeError, ValueError) as e:  # Hydra 1.4 passes the target's own errors on
+            choice = self.config.hydra.runtime.choices.get(f"hydra/sweeper/{group}")
+            cause = str(e.__cause__ or e).strip().splitlines()[0]
+            raise SystemExit(f"error: hydra/sweeper/{group}={choice}: {cause}") from None
+
+    def _pruner(self, n_objectives: int) -> optuna.pruners.BasePruner:
+        """The configured pruner; one that cannot work here stops the sweep before any trial, in one line."""
+        pruner = self._build("pruner", self.pruner_cfg) if self.pruner_cfg else optuna.pruners.NopPruner()
+        objective = (self.config.get("objectives") or [None])[0]
+        if why := refusal(pruner, n_objectives, objective, self.storage):
+            choice = self.config.hydra.runtime.choices.get("hydra/sweeper/pruner")
+            raise SystemExit(f"error: hydra/sweeper/pruner={choice}: {why}")
+        return pruner
+
+    def _next_batch(
+        self, study: optuna.Study, dists: dict, fixed: dict, fixed_overrides: list, parallel: int
+    ) -> list[tuple]:
+        """The next batch of trials; when the study is full only because trials of other processes still run,
+        wait for them to finish or go stale (their process died), then ask again."""
+        while True:
+            batch = self._ask(study, dists, fixed, fixed_overrides, parallel)
+            running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+            if batch or not running:
+                return batch
+            log.info("study full but trial(s) %s still running elsewhere: waiting for them to end or go stale", running)
+            time.sleep(self.heartbeat[0])
+
+    def _ask(self, study: optuna.Study, dists: dict, fixed: dict, fixed_overrides: list, parallel: int) -> list[tuple]:
+        """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials.
+        A trial is `interrupted` from the moment it is asked until its result is recorded, so one whose process dies
+        (and whose heartbeat the next sweep finds stale) is already marked, and does not count."""
         batch = []
         for _ in range(parallel):
             with storage_lock(self.storage):
+                fail_stale(study)
                 trials = study.get_trials(deepcopy=False)
-                if sum(t.user_attrs.get("status") != "interrupted" for t in trials) >= self.n_trials:
+                if sum(map(counts, trials)) >= self.n_trials:
                     break
+                start = time.perf_counter()
                 study.sampler = self._sampler(len(trials))  # len(trials) is the next trial's number
-                trial = study.ask()
-                trial.set_user_attr("worker", WORKER)
-                batch.append((trial, self._configure_trials([trial], dists, fixed)[0]))
+                with warnings.catch_warnings():  # optuna expects heartbeats under Study.optimize: we beat ourselves
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                    trial = study.ask()
+                overrides = self._configure_trials([trial], dists, fixed, fixed_overrides)[0]
+                trial.set_user_attr("sample_seconds", round(time.perf_counter() - start, 4))  # the sampler's cost
+                trial.set_user_attr("status", INTERRUPTED)
+                beat(study, trial._trial_id)  # alive from the start, before its job's first beat
+                batch.append((trial, overrides))
         return batch
 
     def _check_failure_budget(self, study: optuna.Study) -> None:
         failed = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.user_attrs.get("status") != "interrupted"
+            if t.user_attrs.get("status") != INTERRUPTED
         ]
         budget = self.max_failure_rate * self.n_trials
         if len(failed) > budget:
@@ -166,98 +242,59 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         write_summary(study, Path(self.config.hydra.sweep.dir), directions)
 
 
-def check_search_space(config: DictConfig, dists: dict, fixed: dict) -> None:
-    """Both ends of every searched range, every choice, and every fixed value must pass the job's own
-    validation, so a sweep that could only fail stops here, before its first trial."""
-    from vae_sweep.config import GROUPS
-    from vae_sweep.validate import validate
-
-    job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-    for name, value in fixed.items():
-        OmegaConf.update(job_cfg, name, yaml.safe_load(str(value)), force_add=True)
-    for knob in ("beta", "latent_dim", "lr"):  # a searched knob that no group reads would be searched in vain
-        if knob in dists and f"${{{knob}}}" not in OmegaConf.to_yaml(
-            OmegaConf.masked_copy(config, [g for g in GROUPS if g in config])
-        ):
-            choices = config.hydra.runtime.choices
-            raise SystemExit(
-                f"error: hydra.sweeper.params.{knob}: no config group reads it "
-                f"(loss={choices.get('loss')}, model={choices.get('model')}); use loss=beta to search beta"
-            )
-    checks = [("", job_cfg)]  # the fixed values, then each end of each range
-    for name, dist in dists.items():
-        for value in getattr(dist, "choices", None) or (dist.low, dist.high):
-            cfg = job_cfg.copy()
-            OmegaConf.update(cfg, name, value, force_add=True)
-            checks.append((f"hydra.sweeper.params.{name} reaches {value}: ", cfg))
-    for where, cfg in checks:
-        try:
-            validate(cfg)
-        except ConfigError as e:
-            raise SystemExit(f"error: {where}{e}") from None
-
-
-def fail_dead_trials(study: optuna.Study) -> None:
-    """A trial still RUNNING whose worker process on this machine is gone (killed) is marked failed."""
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
-            log.warning("trial %d was left running by a process that is gone: marking it failed", t.number)
-            study._storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
-            study._storage.set_trial_state(t._trial_id, TrialState.FAIL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def parallelism(n_jobs: int | None) -> tuple[int, int]:
-    """(trials at once, torch threads per trial): never more threads in all than cores."""
+def parallelism(n_jobs: int | None, threads: int | None = None) -> tuple[int, int]:
+    """(trials at once, torch threads per trial): never more threads in all than cores, nor more per trial than
+    the command's own `threads=` (on a busy machine one thread per trial can be far faster than two)."""
     from vae_sweep.runtime import cpu_count
 
     cores = cpu_count()
     n = cores if n_jobs in (None, -1) else max(1, int(n_jobs))
     parallel = min(n, cores)
-    return parallel, max(1, cores // parallel)
+    return parallel, max(1, min(cores // parallel, threads or cores))
 
 
-def record(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objectives: int) -> None:
-    """Tell the study how the trial ended, with its metrics.json as user attributes."""
-    metrics = read_metrics(Path(ret.hydra_cfg.hydra.runtime.output_dir))
+def record(
+    study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objectives: int, artifact_dir: str | None = None
+) -> TrialState:
+    """Tell the study how the trial ended, with its metrics.json as user attributes and its pictures as artifacts."""
+    run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+    metrics = read_metrics(run_dir) | {"run_dir": str(run_dir)}
+    upload_pictures(study, trial, run_dir, artifact_dir)
     try:
         value = ret.return_value  # raises the job's exception when it failed
     except Exception as e:
         log.warning("trial %d failed: %s: %s", trial.number, type(e).__name__, e)
-        return finish(
-            study, trial, TrialState.FAIL, None, metrics | {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        )
-    values = [float(v) for v in (value if n_objectives > 1 else [value])]
-    if len(values) != n_objectives or any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        error = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        return finish(study, trial, TrialState.FAIL, None, metrics | error)
+    if metrics.get("status") == "pruned":
+        log.info("trial %d pruned after %s epoch(s)", trial.number, metrics.get("epochs"))
+        return finish(study, trial, TrialState.PRUNED, None, metrics)
+    try:
+        values = np.atleast_1d(np.asarray(value, dtype=float)).tolist()  # a float, or a tuple of them
+    except (TypeError, ValueError):
+        values = []
+    if len(values) != n_objectives or not all(np.isfinite(values)):
         log.warning("trial %d diverged: objectives %s", trial.number, values)
         return finish(study, trial, TrialState.FAIL, None, metrics | {"status": metrics.get("status", "diverged")})
-    finish(study, trial, TrialState.COMPLETE, values, metrics)
+    return finish(study, trial, TrialState.COMPLETE, values, metrics)
 
 
 def finish(
     study: optuna.Study, trial: optuna.Trial, state: TrialState, values: list[float] | None, attrs: dict
-) -> None:
+) -> TrialState:
+    """Record the trial's status and metrics and tell the study. A trial that another process already failed as
+    stale (its heartbeats were held up for longer than the grace period) stays so: its result is in its run dir."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        why = "heartbeats held up beyond hydra.sweeper.grace_period"
+        log.warning("trial %d was failed as stale while it ran (%s): it stays interrupted", trial.number, why)
+        return TrialState.FAIL
     trial.set_user_attr("status", attrs.get("status", "completed"))
     if attrs.get("error"):
         trial.set_user_attr("error", attrs["error"][:500])
     trial.set_user_attr("metrics", {k: v for k, v in attrs.items() if isinstance(v, (int, float, str)) or v is None})
-    study.tell(trial, state=state, values=values)
-
-
-def read_metrics(run_dir: Path) -> dict:
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        metrics = {}
-    return metrics | {"run_dir": str(run_dir)}
+        study.tell(trial, state=state, values=values)
+    except RuntimeError as e:  # the grid sampler stops "the optimize loop" once its grid is done: there is none
+        if "Study.stop" not in str(e):
+            raise
+    return state

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class TrainState:
     step: int = 0  # optimiser steps taken
     history: list[dict] = field(default_factory=list)
     shuffle: torch.Generator = field(default_factory=torch.Generator)
-    status: Status = Status.COMPLETED  # or Status.DIVERGED
+    status: Status = Status.COMPLETED  # or Status.DIVERGED, Status.PRUNED
     reason: str | None = None  # why it diverged
     train_seconds: float = 0.0
 
@@ -106,13 +107,26 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     return {k: torch.stack(v).sum().item() / len(v) for k, v in values.items()}
 
 
-def fit(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path, progress: bool) -> TrainState:
-    """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt."""
+def fit(
+    parts: Parts,
+    data: ImageData,
+    cfg: DictConfig,
+    state: TrainState,
+    out_dir: Path,
+    progress: bool,
+    after_epoch: Callable[[dict], bool] | None = None,
+) -> TrainState:
+    """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt.
+    `after_epoch(history row)` returning True stops training with status pruned (a sweep's pruner, vae_sweep/trial.py)."""
     with logging_redirect_tqdm():  # log lines print above the bar instead of through it
         bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not progress, leave=False)
         for epoch in bar:
             _epoch(parts, data, cfg, state, out_dir, epoch, bar)
             if state.status == Status.DIVERGED:
+                break
+            if after_epoch is not None and state.epoch < cfg.epochs and after_epoch(state.history[-1]):
+                state.status = Status.PRUNED
+                log.info("pruned after epoch %d/%d", state.epoch, cfg.epochs)
                 break
     return state
 

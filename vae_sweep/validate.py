@@ -300,10 +300,11 @@ def parse(parser, lines: list[str]) -> list:
 
     try:
         return parser.parse_overrides(lines)
-    except OverrideParseException as e:
+    except OverrideParseException as e:  # Hydra 1.4 puts "Error when parsing index: ..." before the parser's line
+        lines = str(e).splitlines()
+        why = lines[1] if lines[0].startswith("Error when parsing") and len(lines) > 1 else first_line(e)
         raise ConfigError(
-            f"{e.override}: cannot be parsed ({first_line(e)}); see "
-            "https://hydra.cc/docs/advanced/override_grammar/basic/"
+            f"{e.override}: cannot be parsed ({why}); see https://hydra.cc/docs/advanced/override_grammar/basic/"
         ) from None
 
 

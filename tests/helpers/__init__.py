@@ -19,7 +19,7 @@ CONF = REPO / "conf"
 
 def compose_config(overrides: list[str] | None = None, **kwargs) -> DictConfig:
     """The real config, composed with the Compose API (no Hydra run, no output dir)."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+    with initialize_config_dir(config_dir=str(CONF)):
         return compose(config_name="config", overrides=overrides or [], **kwargs)
 
 
