@@ -9,6 +9,7 @@ wall-clock times on this machine, so they can be subtracted from one another.
 from __future__ import annotations
 
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -32,10 +33,12 @@ class SweepRun:
     others: float = 0.0  # share of the machine's CPU time that other processes used meanwhile
 
 
-def run_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
-    """Run a sweep of `n_trials` into `folder` (its own SQLite study) and collect its timings."""
+def run_sweep(folder: Path, n_trials: int, overrides: list[str], python: Path | None = None, source=None) -> SweepRun:
+    """Run a sweep of `n_trials` into `folder` (its own SQLite study) and collect its timings. `python` and `source`
+    (a checkout, put first on PYTHONPATH) run another install, such as the stack before an upgrade (stack.py)."""
+    env = {**os.environ, "PYTHONPATH": str(source)} if source else None
     cmd = [
-        sys.executable,
+        str(python or sys.executable),
         "-m",
         "vae_sweep",
         "--multirun",
@@ -45,7 +48,7 @@ def run_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
         *overrides,
     ]
     cpu, started, start = cpu_seconds(), time.time(), time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=folder.parent if source else REPO, env=env, capture_output=True, text=True)
     seconds, others = time.perf_counter() - start, others_share(cpu, cpu_seconds())
     if proc.returncode != 0:
         raise RuntimeError(f"sweep failed: {' '.join(cmd)}\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
