@@ -32,15 +32,15 @@ class SweepRun:
     others: float = 0.0  # share of the machine's CPU time that other processes used meanwhile
 
 
-def run_sweep(folder: Path, n_trials: int, overrides: list[str]) -> SweepRun:
-    """Run a sweep of `n_trials` into `folder` (its own SQLite study) and collect its timings."""
+def run_sweep(folder: Path, n_trials: int, overrides: list[str], storage: str | None = None) -> SweepRun:
+    """Run a sweep of `n_trials` into `folder` (its own SQLite study, or `storage`) and collect its timings."""
     cmd = [
         sys.executable,
         "-m",
         "vae_sweep",
         "--multirun",
         f"hydra.sweep.dir={folder}",
-        f"hydra.sweeper.storage=sqlite:///{folder}/s.db",
+        f"hydra.sweeper.storage={storage or f'sqlite:///{folder}/s.db'}",
         f"hydra.sweeper.n_trials={n_trials}",
         *overrides,
     ]
