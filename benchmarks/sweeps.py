@@ -33,9 +33,17 @@ class SweepRun:
     others: float = 0.0  # share of the machine's CPU time that other processes used meanwhile
 
 
-def run_sweep(folder: Path, n_trials: int, overrides: list[str], python: Path | None = None, source=None) -> SweepRun:
-    """Run a sweep of `n_trials` into `folder` (its own SQLite study) and collect its timings. `python` and `source`
-    (a checkout, put first on PYTHONPATH) run another install, such as the stack before an upgrade (stack.py)."""
+def run_sweep(
+    folder: Path,
+    n_trials: int,
+    overrides: list[str],
+    storage: str | None = None,
+    python: Path | None = None,
+    source: Path | None = None,
+) -> SweepRun:
+    """Run a sweep of `n_trials` into `folder` (its own SQLite study, or `storage`) and collect its timings.
+    `python` and `source` (a checkout, put first on PYTHONPATH) run another install, such as the stack before an
+    upgrade (stack.py)."""
     env = {**os.environ, "PYTHONPATH": str(source)} if source else None
     cmd = [
         str(python or sys.executable),
@@ -43,7 +51,7 @@ def run_sweep(folder: Path, n_trials: int, overrides: list[str], python: Path | 
         "vae_sweep",
         "--multirun",
         f"hydra.sweep.dir={folder}",
-        f"hydra.sweeper.storage=sqlite:///{folder}/s.db",
+        f"hydra.sweeper.storage={storage or f'sqlite:///{folder}/s.db'}",
         f"hydra.sweeper.n_trials={n_trials}",
         *overrides,
     ]

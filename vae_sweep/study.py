@@ -16,13 +16,13 @@ The same command always gets the same study; an explicit `hydra.sweeper.study_na
 A study whose recorded settings differ from the command's stops the sweep before its first trial.
 
 Where it lives: any SQLAlchemy URL (SQLite by default) with Optuna's heartbeat on, so that a trial whose process
-died, on any machine, is found (`fail_stale`) and failed; a SQLite study also gets a file lock for count-then-ask.
+died, on any machine, is found (`fail_stale`) and failed. Count-then-ask runs under `storage_lock` (vae_sweep/locks.py):
+an flock for SQLite, the server's advisory lock for PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import threading
 import warnings
@@ -37,6 +37,7 @@ from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
 from vae_sweep.config import JOB_GROUPS
+from vae_sweep.locks import require_driver, shown, storage_lock
 
 log = logging.getLogger(__name__)
 # Settings that change how a trial runs or where it reads and writes, not what it computes.
@@ -89,7 +90,7 @@ def open_study(
 ) -> optuna.Study:
     """Create or load study `name` (with heartbeats `beats` = (interval, grace period) in seconds), and stop (one line,
     `error: ...`) if it records other settings. Trials that a dead process left running are failed first."""
-    with storage_lock(url):  # two processes starting together would both create the tables
+    with storage_lock(url, name):  # two processes starting together would both create the tables
         study = optuna.create_study(
             study_name=name,
             storage=make_storage(url, beats),
@@ -114,7 +115,9 @@ def open_study(
                 if explicit
                 else "name a new study with hydra.sweeper.study_name=..."
             )
-            raise SystemExit(f"error: study {name!r} in {url} holds another experiment ({'; '.join(differ)}): {way}")
+            raise SystemExit(
+                f"error: study {name!r} in {shown(url)} holds another experiment ({'; '.join(differ)}): {way}"
+            )
         fail_stale(study)
     return study
 
@@ -136,6 +139,7 @@ def make_storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> o
     can still lose only the last commit, never corrupt the file. (SQLAlchemy 2 pools file SQLite connections.)"""
     if url is None:
         return None
+    require_driver(url)
     interval, grace = heartbeat or (None, None)
     kwargs: dict = {"heartbeat_interval": interval, "grace_period": grace}
     if url.startswith("sqlite:///"):
@@ -213,21 +217,3 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-@contextlib.contextmanager
-def storage_lock(url: str | None) -> Iterator[None]:
-    """Serialise count-then-ask between processes sharing one SQLite study (an flock beside the file, whose
-    folder it creates: on a fresh clone `multirun/` does not exist yet).
-    Other databases get no lock: processes may then overshoot n_trials by up to one batch each."""
-    if not url or not url.startswith("sqlite:///"):
-        yield
-        return
-    path = Path(url.removeprefix("sqlite:///") + ".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

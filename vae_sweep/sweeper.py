@@ -10,7 +10,7 @@ objective (optuna fails the trial itself), and that is all of our old list it no
   at a time a single failure stops it);
 - `n_trials` is the size of the study (the plugin adds n_trials more on every run), so running the same command
   again tops it up, and several processes sharing one study add up to exactly n_trials: counting and asking happen
-  under a file lock beside a SQLite study;
+  under a lock (vae_sweep/locks.py: an flock beside a SQLite study, PostgreSQL's advisory lock on a server);
 - trials whose process died anywhere are found by Optuna's heartbeat (`heartbeat_interval`, `grace_period`):
   this process beats for the trials it launched while their jobs run, so a trial is alive as long as the process
   that will record it is; one that stopped beating is failed with status `interrupted` and does not count;
@@ -59,6 +59,7 @@ from vae_sweep.study import (
     heartbeat,
     named_explicitly,
     open_study,
+    shown,
     storage_lock,
     study_name,
 )
@@ -112,7 +113,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         log.info(
             "study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
             study.study_name,
-            self.storage,
+            shown(self.storage),
             len(study.trials),
             self.n_trials,
             parallel,
@@ -205,7 +206,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         (and whose heartbeat the next sweep finds stale) is already marked, and does not count."""
         batch = []
         for _ in range(parallel):
-            with storage_lock(self.storage):
+            with storage_lock(self.storage, study.study_name):
                 fail_stale(study)
                 trials = study.get_trials(deepcopy=False)
                 if sum(map(counts, trials)) >= self.n_trials:
