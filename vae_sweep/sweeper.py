@@ -67,6 +67,7 @@ from vae_sweep.sweep_summary import write_summary
 from vae_sweep.trial import handle_overrides, pruning, refusal, upload_pictures
 
 log = logging.getLogger(__name__)
+WAIT_SECONDS = 2  # between looks at a study that is full only because others' trials still run
 TRUSTED = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hydra_optuna_sweeper.*")  # what configs may build
 
 
@@ -192,13 +193,18 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
     ) -> list[tuple]:
         """The next batch of trials; when the study is full only because trials of other processes still run,
         wait for them to finish or go stale (their process died), then ask again."""
-        while True:
+        said = None
+        while True:  # ends when the others' trials end, or go stale after grace_period
             batch = self._ask(study, dists, fixed, fixed_overrides, parallel)
             running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
             if batch or not running:
                 return batch
-            log.info("study full but trial(s) %s still running elsewhere: waiting for them to end or go stale", running)
-            time.sleep(self.heartbeat[0])
+            if running != said:
+                log.info(
+                    "study full but trial(s) %s still running elsewhere: waiting for them to end or go stale", running
+                )
+                said = running
+            time.sleep(min(self.heartbeat[0], WAIT_SECONDS))
 
     def _ask(self, study: optuna.Study, dists: dict, fixed: dict, fixed_overrides: list, parallel: int) -> list[tuple]:
         """Up to `parallel` new trials with their overrides, while the study holds fewer than n_trials.
