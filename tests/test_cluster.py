@@ -15,6 +15,7 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
+from helpers import cli
 from vae_sweep import cluster
 from vae_sweep.cluster import cluster_parallelism, remote
 
@@ -108,3 +109,29 @@ def test_a_slurm_sweep_interrupted_cancels_its_jobs(slurm_cluster, tmp_path):
     assert [t.user_attrs["status"] for t in optuna.load_study(study_name=name, storage=storage).trials] == [
         "interrupted"
     ] * 2
+
+
+@pytest.mark.slow
+def test_submitit_local_runs_the_trials_as_local_processes(tmp_path):
+    """hydra/launcher=submitit_local: each trial a process of its own on this machine, sharing its cores as the
+    joblib launcher's do (here, two at once with cores / 2 threads each); the study fills."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="hydra-submitit-launcher not installed")
+    from vae_sweep.runtime import cpu_count
+
+    res = cli(
+        ["--multirun", "debug=tiny", "eval.pictures=false", "hydra/launcher=submitit_local",
+         "hydra.launcher.timeout_min=5", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2",
+         "hydra.sweep.dir=multirun/local"],
+        tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path}/multirun/pareto.db"
+    (name,) = optuna.get_all_study_names(storage)
+    trials = optuna.load_study(study_name=name, storage=storage).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    threads = max(1, cpu_count() // 2)
+    for t in trials:
+        metrics = json.loads((tmp_path / "multirun" / "local" / str(t.number) / "metrics.json").read_text())
+        assert metrics["threads"] == threads
+    logs = list((tmp_path / "multirun" / "local" / ".submitit").glob("*/*_log.out"))
+    assert len(logs) == 2  # a submitit job each
