@@ -82,3 +82,24 @@ def test_the_sweeper_state_the_loop_reads_after_setup():
         "self.launcher",
     ):
         assert f"{attr} =" in source, attr
+
+
+def test_the_submitit_launcher_surface_the_slurm_loop_builds_on():
+    """vae_sweep/cluster.py submits each trial through the launcher's executor with the launcher as the job's
+    callable: its `_EXECUTOR`, resolved `params`, `BaseQueueConf` and `__call__`'s arguments, as in 1.4.0rc3."""
+    from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+    assert version("hydra-submitit-launcher") == "1.4.0rc3"
+    assert sl.SlurmLauncher._EXECUTOR == "slurm"
+    assert params(sl.BaseSubmititLauncher.__call__) == [
+        "self",
+        "sweep_overrides",
+        "job_dir_key",
+        "job_num",
+        "job_id",
+        "singleton_state",
+    ]
+    launcher = sl.SlurmLauncher(submitit_folder="/tmp/x/%j", partition="debug", cpus_per_task=2, python=None)
+    assert launcher.params == {"submitit_folder": "/tmp/x/%j", "partition": "debug", "cpus_per_task": 2, "python": None}
+    assert {"submitit_folder", "cpus_per_task", "timeout_min", "mem_gb"} <= set(BaseQueueConf.__dataclass_fields__)

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -187,7 +187,7 @@ def heartbeat_interval(storage: optuna.storages.BaseStorage) -> int | None:
 
 
 @contextlib.contextmanager
-def heartbeat(study: optuna.Study, trial_ids: list[int]) -> Iterator[None]:
+def heartbeat(study: optuna.Study, trial_ids: Collection[int]) -> Iterator[None]:
     """Record the trials' heartbeats every heartbeat_interval seconds while the block runs (the trials' jobs), from
     a thread of this process: the one that will record their results. A storage without heartbeat does nothing."""
     storage, stop = study._storage, threading.Event()
@@ -195,7 +195,7 @@ def heartbeat(study: optuna.Study, trial_ids: list[int]) -> Iterator[None]:
 
     def beat() -> None:
         while not stop.wait(interval):
-            for trial_id in trial_ids:
+            for trial_id in list(trial_ids):  # a set the sweep adds to and takes from while this runs
                 try:
                     storage.record_heartbeat(trial_id)
                 except sqlalchemy.exc.SQLAlchemyError as e:  # a busy database: the next beat may get through

@@ -48,6 +48,7 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from vae_sweep.cluster import InFlight, cluster_parallelism, remote
 from vae_sweep.outputs import read_metrics
 from vae_sweep.search_space import check_search_space
 from vae_sweep.study import (
@@ -110,29 +111,38 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         name = self.study_name if explicit else study_name(self.study_name, defining)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
         study = open_study(self.storage, name, explicit, settings, directions, self._sampler(0), pruner, self.heartbeat)
-        parallel, threads = parallelism(self.n_jobs, self.config.get("threads"))
+        launcher = self.config.hydra.get("launcher")
+        on_slurm = remote(launcher)
+        if on_slurm:
+            parallel, threads = cluster_parallelism(self.n_jobs, launcher)
+        else:
+            parallel, threads = parallelism(self.n_jobs, self.config.get("threads"))
         log.info(
-            "study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each",
+            "study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each%s",
             study.study_name,
             shown(self.storage),
             len(study.trials),
             self.n_trials,
             parallel,
             threads,
+            ", each a Slurm job" if on_slurm else "",
         )
         handles = pruning(pruner) and self.storage
-        while batch := self._next_batch(study, dists, fixed, fixed_overrides, parallel):
-            trials, overrides = zip(*batch)
-            overrides = [
-                (
-                    *o,
-                    f"threads={threads}",
-                    "progress=false",
-                    f"hydra.sweep.subdir={t.number}",
-                    *(handle_overrides(self.storage, study.study_name, t.number) if handles else ()),
-                )
-                for t, o in zip(trials, overrides)
+
+        def job_overrides(trial: optuna.Trial, overrides: list[str]) -> list[str]:
+            return [
+                *overrides,
+                f"threads={threads}",
+                "progress=false",
+                f"hydra.sweep.subdir={trial.number}",
+                *(handle_overrides(self.storage, study.study_name, trial.number) if handles else ()),
             ]
+
+        if on_slurm:
+            self._stream(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
+        while not on_slurm and (batch := self._next_batch(study, dists, fixed, fixed_overrides, parallel)):
+            trials, overrides = zip(*batch)
+            overrides = [job_overrides(t, o) for t, o in zip(trials, overrides)]
             returns = self._launch(study, trials, overrides, directions)
             for trial, ret in zip(trials, returns):
                 record(study, trial, ret, len(directions), self.artifact_dir)
@@ -155,6 +165,43 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             ) from None
         self.job_idx += len(returns)
         return list(returns)
+
+    def _stream(self, study: optuna.Study, space: tuple, parallel: int, job_overrides, directions: list[str]) -> None:
+        """Slurm: keep `parallel` trials' jobs out, record each as it ends and ask the next in its place
+        (vae_sweep/cluster.py); this process beats for them meanwhile. On Ctrl-C, cancel them and mark them
+        interrupted."""
+        out, alive, asked = InFlight(self.launcher), set(), []
+        sweep_dir = Path(self.config.hydra.sweep.dir)
+        try:
+            with heartbeat(study, alive):
+                while True:
+                    batch = self._ask(study, *space, parallel - len(out)) if len(out) < parallel else []
+                    # nothing out, nothing to ask: the study is full, or others' trials still run (wait for them)
+                    if not batch and not len(out) and not (batch := self._next_batch(study, *space, parallel)):
+                        break
+                    asked = [trial for trial, _ in batch]  # until each is out: Ctrl-C marks them too
+                    for trial, overrides in batch:
+                        alive.add(trial._trial_id)
+                        out.submit(trial, job_overrides(trial, overrides))
+                    asked = []
+                    for trial, ret, error in out.ended(timeout=self.heartbeat[0]):
+                        alive.discard(trial._trial_id)
+                        if error is None:
+                            record(study, trial, ret, len(directions), self.artifact_dir)
+                        else:
+                            record_lost(study, trial, sweep_dir / str(trial.number), error)
+                        self._check_failure_budget(study)
+        except KeyboardInterrupt:
+            trials = [trial for trial, _ in out.jobs.values()]
+            trials += [t for t in asked if t.number not in out.jobs]
+            cancelled = out.cancel()
+            for trial in trials:
+                finish(study, trial, TrialState.FAIL, None, {"status": INTERRUPTED})
+            self._write_results(study, directions)
+            raise SystemExit(
+                f"interrupted: trial(s) {', '.join(str(t.number) for t in trials) or 'none'} marked interrupted and "
+                f"their Slurm job(s) {', '.join(cancelled) or 'none'} cancelled; run the same command again to resume"
+            ) from None
 
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         """The configured sampler for trial `number`, seeded from (seed, number) when it has a seed. The pair
@@ -284,6 +331,19 @@ def record(
         log.warning("trial %d diverged: objectives %s", trial.number, values)
         return finish(study, trial, TrialState.FAIL, None, metrics | {"status": metrics.get("status", "diverged")})
     return finish(study, trial, TrialState.COMPLETE, values, metrics)
+
+
+def record_lost(study: optuna.Study, trial: optuna.Trial, run_dir: Path, error: BaseException) -> TrialState:
+    """A trial whose job ended with no result to return: Slurm killed it (time limit, memory, node failure,
+    preemption, scancel) or its process died. What its metrics.json says goes into the study; a job that saved
+    itself on a signal says `interrupted`, and is then not counted."""
+    metrics = read_metrics(run_dir) | {"run_dir": str(run_dir)}
+    status = INTERRUPTED if metrics.get("status") == INTERRUPTED else "failed"
+    first = (str(error).strip().splitlines() or [""])[0]
+    log.warning("trial %d's job ended without a result (%s): %s: %s", trial.number, status, type(error).__name__, first)
+    return finish(
+        study, trial, TrialState.FAIL, None, metrics | {"status": status, "error": f"{type(error).__name__}: {first}"}
+    )
 
 
 def finish(
