@@ -250,3 +250,43 @@ def test_a_preempted_sweep_continues_the_trial_from_its_model_pt(tmp_path):
     assert (m["epochs"], m["steps"], m["resumed_from"]) == (4, 80, str(tmp_path / "first" / "0"))
     assert again.user_attrs["metrics"]["resumed_from"] == m["resumed_from"]
     assert history_epochs(run_dir) == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_job_preempted_in_a_joblib_worker_is_continued_within_the_same_sweep(tmp_path):
+    """The signal reaches the worker processes only (as a cluster's would, for their jobs): the sweep goes on and
+    continues both interrupted trials, each from its own model.pt."""
+    args = [
+        "--multirun",
+        "sweep=elbo",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={tmp_path / 's'}",
+        f"hydra.sweeper.storage=sqlite:///{tmp_path}/study.db",
+        "hydra.sweeper.n_trials=2",
+        *SLOW,
+        "epochs=8",
+    ]
+    proc = start(args, tmp_path)
+    end = time.time() + 300
+    while not all((tmp_path / "s" / n / "history.csv").is_file() for n in "01"):
+        assert proc.poll() is None and time.time() < end, "timed out waiting for both trials' first epoch"
+        time.sleep(0.05)
+    ps = subprocess.run(
+        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(proc.pid)], capture_output=True, text=True
+    ).stdout
+    workers = [int(line.split()[0]) for line in ps.splitlines() if "LokyProcess" in line]
+    assert len(workers) == 2, ps
+    for pid in workers:
+        os.kill(pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    url = f"sqlite:///{tmp_path}/study.db"
+    (summary,) = optuna.get_all_study_summaries(url)
+    trials = optuna.load_study(study_name=summary.study_name, storage=url).trials
+    assert [(t.state, t.user_attrs["status"]) for t in trials[:2]] == [(TrialState.FAIL, "interrupted")] * 2
+    assert sorted(t.user_attrs.get("resume_of") for t in trials[2:]) == [0, 1]
+    for t in trials[2:]:
+        assert t.state == TrialState.COMPLETE and t.params == trials[t.user_attrs["resume_of"]].params
+        run_dir = tmp_path / "s" / str(t.number)
+        assert metrics(run_dir)["epochs"] == 8 and history_epochs(run_dir) == list(range(1, 9))

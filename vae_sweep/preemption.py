@@ -33,6 +33,7 @@ import torch
 from vae_sweep.metrics import Status
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
@@ -129,3 +130,15 @@ def next_resumption(trials: list[FrozenTrial]) -> tuple[FrozenTrial, Path] | Non
             )
             return t, Path(run_dir)
     return None
+
+
+def enqueue_resumption(study: optuna.Study, trials: list[FrozenTrial]) -> str | None:
+    """Enqueue the next interrupted trial to continue (`next_resumption`) with its parameters and user attributes
+    `resume_of` and `resume`, so that `study.ask()` returns it; its job's override `resume=<run dir>`, or None."""
+    from vae_sweep.trial import quoted
+
+    if (resumed := next_resumption(trials)) is None:
+        return None
+    old, run_dir = resumed
+    study.enqueue_trial(old.params, user_attrs={"resume_of": old.number, "resume": str(run_dir)})
+    return f"resume={quoted(str(run_dir))}"

@@ -51,7 +51,7 @@ from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from vae_sweep.outputs import read_metrics
-from vae_sweep.preemption import Preempted, mark_sweeper_process, next_resumption
+from vae_sweep.preemption import Preempted, enqueue_resumption, mark_sweeper_process
 from vae_sweep.search_space import check_search_space
 from vae_sweep.study import (
     INTERRUPTED,
@@ -66,7 +66,7 @@ from vae_sweep.study import (
     study_name,
 )
 from vae_sweep.sweep_summary import write_summary
-from vae_sweep.trial import handle_overrides, pruning, quoted, refusal, upload_pictures
+from vae_sweep.trial import handle_overrides, pruning, refusal, upload_pictures
 
 log = logging.getLogger(__name__)
 TRUSTED = ("optuna.samplers.*", "optuna.pruners.*", "hydra_plugins.hydra_optuna_sweeper.*")  # what configs may build
@@ -218,15 +218,12 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                     break
                 start = time.perf_counter()
                 study.sampler = self._sampler(len(trials))  # len(trials) is the next trial's number
-                if resumed := next_resumption(trials):  # an interrupted trial with a model.pt to continue from
-                    old, old_dir = resumed
-                    study.enqueue_trial(old.params, user_attrs={"resume_of": old.number, "resume": str(old_dir)})
+                resume = enqueue_resumption(study, trials)  # an interrupted trial's, to continue from its model.pt
                 with warnings.catch_warnings():  # optuna expects heartbeats under Study.optimize: we beat ourselves
                     warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
                     trial = study.ask()  # takes the enqueued trial first: its parameters are the old trial's
                 overrides = self._configure_trials([trial], dists, fixed, fixed_overrides)[0]
-                if resumed:
-                    overrides = (*overrides, f"resume={quoted(str(old_dir))}")
+                overrides = (*overrides, resume) if resume else overrides
                 trial.set_user_attr("sample_seconds", round(time.perf_counter() - start, 4))  # the sampler's cost
                 trial.set_user_attr("status", INTERRUPTED)
                 if sweep_dir := OmegaConf.select(self.config, "hydra.sweep.dir"):  # where a later sweep finds model.pt
