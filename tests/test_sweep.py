@@ -15,6 +15,7 @@ import yaml
 from optuna.trial import TrialState
 
 from helpers import cli
+from vae_sweep.preemption import unfinished
 from vae_sweep.runtime import cpu_count
 
 FAST = ["debug=tiny", "eval.pictures=false"]
@@ -166,7 +167,11 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path, sig):
     assert len(interrupted) == 1 and interrupted[0].state == TrialState.FAIL
     for number, t in before.items():  # no completed trial lost or changed
         assert trials[number].state == TrialState.COMPLETE and trials[number].values == t.values
-    assert len(set(param_sets(trials))) == len(trials)  # the seeded sampler drew no point twice
+    # the seeded sampler drew no point twice; a trial that continues the interrupted one (from its model.pt, when it
+    # had finished an epoch) takes its parameters
+    continued = [t for t in finished if t.user_attrs.get("resume_of") == interrupted[0].number]
+    assert len(set(param_sets(finished))) == len(finished) and len(set(param_sets(trials))) == 6 - len(continued)
+    assert len(continued) == (unfinished(tmp_path / "first" / str(interrupted[0].number) / "model.pt") is not None)
     assert len(list((tmp_path / "second").glob("*/metrics.json"))) == 5 - len(before)  # nothing ran twice
     if sig == signal.SIGKILL:
         assert "stopped beating (their process died): marked interrupted" in res.stderr + res.stdout

@@ -60,7 +60,12 @@ def main() -> None:
         check_argv(sys.argv[1:], CONF_DIR)
     except ConfigError as e:
         sys.exit(f"error: {e}")
-    task()
+    from vae_sweep.preemption import Preempted
+
+    try:
+        task()
+    except Preempted as e:  # a single job stopped by SIGTERM or SIGUSR2 (a sweep says so itself, in one line)
+        sys.exit(f"interrupted ({e.signal}): model.pt saved; continue with resume={e.run_dir}")
 
 
 if __name__ == "__main__":

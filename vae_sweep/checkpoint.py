@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
 
 def save_checkpoint(path: Path, parts: Parts, state: TrainState, cfg: DictConfig) -> None:
-    """model.pt: model, optimizer, scheduler, progress, RNG states and the resolved config, all of it
-    plain tensors and containers, so that `torch.load(weights_only=True)` reads it back."""
+    """model.pt: model, optimizer, scheduler, progress (inside an epoch, for a preempted run), RNG states and the
+    resolved config, all of it plain tensors and containers, so that `torch.load(weights_only=True)` reads it back."""
     ckpt = {
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
@@ -30,6 +30,8 @@ def save_checkpoint(path: Path, parts: Parts, state: TrainState, cfg: DictConfig
         "step": state.step,
         "history": state.history,
         "train_seconds": state.train_seconds,
+        # inside epoch `epoch + 1` (a preempted run): batches done and their loss terms, one value per step
+        "position": {"batch": state.batch, "partial": {k: torch.stack(v).cpu() for k, v in state.partial.items()}},
         "rng": {"torch": torch.get_rng_state(), "shuffle": state.shuffle.get_state()},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
@@ -88,6 +90,10 @@ def restore(parts: Parts, ckpt: dict, state: TrainState) -> None:
         parts.scheduler.load_state_dict(ckpt["scheduler"])
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     state.train_seconds = ckpt["train_seconds"]
+    position = ckpt.get("position") or {"batch": 0, "partial": {}}  # older checkpoints end at an epoch's end
+    device = next(parts.model.parameters()).device
+    state.batch = int(position["batch"])
+    state.partial = {k: list(v.to(device).unbind()) for k, v in position["partial"].items()}
     torch.set_rng_state(ckpt["rng"]["torch"])
     state.shuffle.set_state(ckpt["rng"]["shuffle"])
     if "cuda" in ckpt["rng"] and torch.cuda.is_available():

@@ -27,6 +27,7 @@ from vae_sweep.metrics import Status, units_block
 from vae_sweep.models import count_parameters
 from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
+from vae_sweep.preemption import Preempted, PreemptedJob, in_worker, stop_on_signals
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
 from vae_sweep.trial import epoch_reporter
@@ -67,16 +68,22 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
     if ckpt is not None:
         restore(parts, ckpt, state)
         log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
-    base = describe(cfg, parts, device)
+    base = describe(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
     write_metrics(out_dir, base | {"status": Status.RUNNING})
     try:
-        fit(parts, data, cfg, state, out_dir, progress=cfg.progress and not in_sweep(), after_epoch=epoch_reporter(cfg))
-        metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
+        with stop_on_signals(state.stop):  # SIGTERM, SIGUSR2: save model.pt and end interrupted
+            fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), epoch_reporter(cfg))
+            state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
+            state.stop.check()
+            metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
         if state.status == Status.PRUNED:  # its last validation, as history.csv has it
             metrics = {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")}
     except BaseException as e:  # record every way a run can end, then let it propagate
         status = Status.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Status.FAILED
-        write_metrics(out_dir, base | timings(state, start) | {"status": status, "error": f"{type(e).__name__}: {e}"})
+        ended = {"status": status, "error": f"{type(e).__name__}: {e}"}
+        write_metrics(out_dir, base | timings(state, start) | ended | preempted(e, out_dir))
+        if isinstance(e, Preempted) and in_worker():  # the sweep in another process records it and goes on
+            raise PreemptedJob(f"interrupted ({e.signal}) after {state.epoch} epochs, {state.step} steps") from None
         raise
     metrics = base | metrics | timings(state, start) | {"status": state.status}
     if state.reason:
@@ -84,6 +91,15 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
     write_metrics(out_dir, metrics)
     log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.get("objectives") or ()))
     return objectives(cfg, metrics)
+
+
+def preempted(e: BaseException, out_dir: Path) -> dict:
+    """metrics.json's `signal` for a job stopped by one; the exception learns the run dir, for the message."""
+    if not isinstance(e, Preempted):
+        return {}
+    e.run_dir = str(out_dir)
+    log.warning("interrupted (%s): model.pt saved in %s; continue with resume=%s", e.signal, out_dir, out_dir)
+    return {"signal": e.signal}
 
 
 def describe(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:

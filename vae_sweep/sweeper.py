@@ -18,6 +18,8 @@ objective (optuna fails the trial itself), and that is all of our old list it no
   points it already tried, and different seeds give independent streams;
 - one study holds one experiment (vae_sweep/study.py);
 - parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
+- a job that gets SIGTERM or SIGUSR2 (Slurm's warning) saves model.pt and ends `interrupted`; a later trial takes its
+  parameters and continues it from there (`resume=<its run dir>`; vae_sweep/preemption.py);
 - with a pruner (`hydra/sweeper/pruner=median|successive_halving|hyperband`), each job gets a handle on its study
   trial as overrides (`+trial.storage=... +trial.study=... +trial.number=...`: no in-memory object, so any launcher
   works) and reports its validation objective after every epoch (vae_sweep/trial.py); pruned trials are PRUNED;
@@ -44,12 +46,13 @@ import optuna
 from hydra.core.utils import JobReturn
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from vae_sweep.cluster import InFlight, cluster_parallelism, remote
 from vae_sweep.outputs import read_metrics
+from vae_sweep.preemption import Preempted, enqueue_resumption, mark_sweeper_process
 from vae_sweep.search_space import check_search_space
 from vae_sweep.study import (
     INTERRUPTED,
@@ -152,16 +155,19 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
     def _launch(self, study: optuna.Study, trials: tuple, overrides: list, directions: list[str]) -> list[JobReturn]:
         """Run one batch of trials, beating their heartbeats meanwhile; on Ctrl-C mark them interrupted, write the
         results so far, and stop."""
+        mark_sweeper_process()  # a job preempted in this process stops the sweep; one in a worker does not
         try:
             with heartbeat(study, [t._trial_id for t in trials]):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGUSR2 to a job in this process (Preempted)
+            how = f"interrupted ({e.signal})" if isinstance(e, Preempted) else "interrupted"
             for trial in trials:
                 finish(study, trial, TrialState.FAIL, None, {"status": INTERRUPTED})
             self._write_results(study, directions)
             raise SystemExit(
-                f"interrupted: trial(s) {', '.join(str(t.number) for t in trials)} marked "
+                f"{how}: trial(s) {', '.join(str(t.number) for t in trials)} marked "
                 "interrupted; run the same command again to resume the study"
+                + (" (they continue from their model.pt)" if isinstance(e, Preempted) else "")
             ) from None
         self.job_idx += len(returns)
         return list(returns)
@@ -266,12 +272,16 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                     break
                 start = time.perf_counter()
                 study.sampler = self._sampler(len(trials))  # len(trials) is the next trial's number
+                resume = enqueue_resumption(study, trials)  # an interrupted trial's, to continue from its model.pt
                 with warnings.catch_warnings():  # optuna expects heartbeats under Study.optimize: we beat ourselves
                     warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
-                    trial = study.ask()
+                    trial = study.ask()  # takes the enqueued trial first: its parameters are the old trial's
                 overrides = self._configure_trials([trial], dists, fixed, fixed_overrides)[0]
+                overrides = (*overrides, resume) if resume else overrides
                 trial.set_user_attr("sample_seconds", round(time.perf_counter() - start, 4))  # the sampler's cost
                 trial.set_user_attr("status", INTERRUPTED)
+                if sweep_dir := OmegaConf.select(self.config, "hydra.sweep.dir"):  # where a later sweep finds model.pt
+                    trial.set_user_attr("run_dir", str(Path(sweep_dir).resolve() / str(trial.number)))
                 beat(study, trial._trial_id)  # alive from the start, before its job's first beat
                 batch.append((trial, overrides))
         return batch
@@ -317,6 +327,9 @@ def record(
     try:
         value = ret.return_value  # raises the job's exception when it failed
     except Exception as e:
+        if metrics.get("status") == INTERRUPTED:  # preempted in a worker process (PreemptedJob): the sweep goes on
+            log.warning("trial %d interrupted (%s): a later trial continues it", trial.number, metrics.get("signal"))
+            return finish(study, trial, TrialState.FAIL, None, metrics)
         log.warning("trial %d failed: %s: %s", trial.number, type(e).__name__, e)
         error = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
         return finish(study, trial, TrialState.FAIL, None, metrics | error)

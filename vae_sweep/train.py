@@ -26,6 +26,7 @@ from vae_sweep.losses import rate
 from vae_sweep.metrics import Status
 from vae_sweep.models import VAE, count_parameters
 from vae_sweep.outputs import write_history
+from vae_sweep.preemption import Preempted, StopRequest
 from vae_sweep.validate import check_fits_in_memory
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ class TrainState:
     status: Status = Status.COMPLETED  # or Status.DIVERGED, Status.PRUNED
     reason: str | None = None  # why it diverged
     train_seconds: float = 0.0
+    batch: int = 0  # batches of epoch `epoch + 1` already done: nonzero only in a checkpoint saved mid-epoch
+    partial: dict[str, list[torch.Tensor]] = field(default_factory=dict)  # those batches' loss terms, per step
+    stop: StopRequest = field(default_factory=StopRequest)  # set by SIGTERM/SIGUSR2 (vae_sweep/preemption.py)
 
 
 def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.device) -> Parts:
@@ -79,17 +83,23 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
 
     The hot loop (benchmarks/bench.py measures it): settings are read from the config once rather than per step
     (a DictConfig lookup costs microseconds), and each term's values are kept per step and summed once at the end
-    rather than added up step by step."""
+    rather than added up step by step.
+
+    Preemption: when state.stop is set (a signal), it stops after the step in progress and raises `Preempted` with
+    its position in state (batch, partial, and the shuffle stream rewound to the epoch's start), for model.pt; a run
+    resumed from that checkpoint regenerates the same order and goes on from the next batch."""
     model, optimizer, loss, likelihood = parts.model, parts.optimizer, parts.loss, parts.likelihood
     x_all, batch_size, sample = data.train_x, int(cfg.batch_size), loss.stochastic
     multirate = hasattr(loss, "sample_beta")  # loss=multirate: a beta per example, given to model and loss
     model.train()
+    epoch_start, stop = state.shuffle.get_state(), state.stop
     order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
     n_batches = len(x_all) // batch_size  # drop the last partial batch: BatchNorm needs full batches
     if cfg.max_batches:
         n_batches = min(n_batches, cfg.max_batches)
-    values: dict[str, list[torch.Tensor]] = {}  # term -> its scalar value at each step
-    for b in range(n_batches):
+    values = state.partial  # term -> its scalar value at each step (a mid-epoch checkpoint's steps first)
+    first, state.batch, state.partial = state.batch, 0, {}
+    for b in range(first, n_batches):
         x = as_float(x_all[order[b * batch_size : (b + 1) * batch_size]])  # (B, C, H, W) in [0, 1]
         cond = {"beta": loss.sample_beta(len(x), x.device)} if multirate else {}  # beta: (B,)
         logits, mu, logvar = model(x, sample=sample, **cond)
@@ -104,6 +114,10 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
         state.step += 1
         for k, v in terms.items():
             values.setdefault(k, []).append(v.detach())
+        if stop.signal is not None:
+            state.batch, state.partial = b + 1, values
+            state.shuffle.set_state(epoch_start)
+            raise Preempted(stop.signal)
     return {k: torch.stack(v).sum().item() / len(v) for k, v in values.items()}
 
 
@@ -117,7 +131,8 @@ def fit(
     after_epoch: Callable[[dict], bool] | None = None,
 ) -> TrainState:
     """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt.
-    `after_epoch(history row)` returning True stops training with status pruned (a sweep's pruner, vae_sweep/trial.py)."""
+    `after_epoch(history row)` returning True stops training with status pruned (a sweep's pruner, vae_sweep/trial.py).
+    A stop request (state.stop) raises `Preempted` once model.pt holds every finished step."""
     with logging_redirect_tqdm():  # log lines print above the bar instead of through it
         bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not progress, leave=False)
         for epoch in bar:
@@ -128,13 +143,19 @@ def fit(
                 state.status = Status.PRUNED
                 log.info("pruned after epoch %d/%d", state.epoch, cfg.epochs)
                 break
+            state.stop.check()  # a signal during validation: model.pt has just been saved
     return state
 
 
 def _epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState, out_dir: Path, epoch: int, bar) -> None:
     """Train one epoch, then validate, append to history.csv and save model.pt."""
     start = time.perf_counter()
-    train_terms = train_epoch(parts, data, cfg, state)
+    try:
+        train_terms = train_epoch(parts, data, cfg, state)
+    except Preempted:
+        state.train_seconds += time.perf_counter() - start
+        save_checkpoint(out_dir / "model.pt", parts, state, cfg)  # with the position inside the epoch
+        raise
     if state.status == Status.DIVERGED:
         return
     if parts.scheduler is not None:

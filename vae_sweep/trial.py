@@ -68,10 +68,10 @@ def handle_overrides(storage: str, study: str, number: int) -> tuple[str, ...]:
     """The job overrides that address trial `number` of `study` in `storage`."""
     if storage.startswith("sqlite:///"):  # a job under submitit may start in another folder
         storage = "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
-    return f"+trial.storage={_quoted(storage)}", f"+trial.study={_quoted(study)}", f"+trial.number={number}"
+    return f"+trial.storage={quoted(storage)}", f"+trial.study={quoted(study)}", f"+trial.number={number}"
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     """`text` as a quoted Hydra override value (study names hold `[`, `,` and `=`)."""
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
