@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -135,3 +136,50 @@ def test_submitit_local_runs_the_trials_as_local_processes(tmp_path):
         assert metrics["threads"] == threads
     logs = list((tmp_path / "multirun" / "local" / ".submitit").glob("*/*_log.out"))
     assert len(logs) == 2  # a submitit job each
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["TERM", "USR2"])
+def test_a_preempted_slurm_trial_continues_from_its_checkpoint_in_the_same_sweep(slurm_cluster, tmp_path, signal_name):
+    """Slurm signals a trial's job (as before preempting it, or submitit's USR2 before its time limit): the job
+    saves model.pt and ends interrupted, and the sweep, still running, continues that trial in a new job from its
+    model.pt, to the configured epochs, each epoch once."""
+    epochs = 5
+    args = [
+        sys.executable, "-m", "vae_sweep", "--multirun", "sweep=elbo", "debug=tiny", f"epochs={epochs}",
+        "max_batches=30", "eval.pictures=false", "hydra/launcher=submitit_slurm",
+        f"hydra.launcher.partition={slurm_cluster.partition}", "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=5", "hydra.sweeper.n_trials=1", "hydra.sweep.dir=multirun/slurm",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        args, cwd=tmp_path, env=slurm_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    history = tmp_path / "multirun" / "slurm" / "0" / "history.csv"
+    try:
+        for _ in range(240):  # until trial 0 has an epoch behind it: at most 120 s
+            if history.is_file() and len(history.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.5)
+        job = json.loads((tmp_path / "multirun" / "slurm" / "0" / "metrics.json").read_text())
+        assert job["status"] == "running"
+        jobs = slurm_cluster.run(["squeue", "-h", "-o", "%i"], timeout=30).stdout.split()
+        assert len(jobs) == 1
+        slurm_cluster.run(["scancel", f"--signal={signal_name}", jobs[0]], timeout=30)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    storage = f"sqlite:///{tmp_path}/multirun/elbo.db"
+    (name,) = optuna.get_all_study_names(storage)
+    first, second = optuna.load_study(study_name=name, storage=storage).trials
+    assert first.user_attrs["status"] == "interrupted"
+    assert second.state == optuna.trial.TrialState.COMPLETE
+    assert second.user_attrs["resume_of"] == 0 and second.params == first.params
+    stopped = json.loads((tmp_path / "multirun" / "slurm" / "0" / "metrics.json").read_text())
+    assert stopped["status"] == "interrupted" and stopped["signal"] == f"SIG{signal_name}"
+    done = tmp_path / "multirun" / "slurm" / "1"
+    final = json.loads((done / "metrics.json").read_text())
+    assert final["status"] == "completed" and final["epochs"] == epochs
+    assert Path(final["resumed_from"]).resolve() == (tmp_path / "multirun" / "slurm" / "0").resolve()
+    rows = (done / "history.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, epochs + 1))

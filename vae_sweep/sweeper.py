@@ -176,6 +176,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         """Slurm: keep `parallel` trials' jobs out, record each as it ends and ask the next in its place
         (vae_sweep/cluster.py); this process beats for them meanwhile. On Ctrl-C, cancel them and mark them
         interrupted."""
+        mark_sweeper_process()  # a job preempted on the cluster is a result to record, not the sweep's own end
         out, alive, asked = InFlight(self.launcher), set(), []
         sweep_dir = Path(self.config.hydra.sweep.dir)
         try:
