@@ -1,8 +1,10 @@
-"""What one study shared through PostgreSQL costs (issue 11): the sweep's per-trial overhead on SQLite and on
-PostgreSQL, and the throughput of 1, 2 and 4 processes filling one PostgreSQL study.
+"""What one study shared through PostgreSQL costs (issue 11): the sweep's per-trial overhead on SQLite, on
+PostgreSQL and (with --slurm) with each trial a Slurm job, and the throughput of 1, 2 and 4 processes filling one
+PostgreSQL study.
 
     python benchmarks/cluster_overhead.py            # about 4 minutes on an idle 2-core machine
     python benchmarks/cluster_overhead.py --quick    # about 2 minutes: fewer trials, one round
+    python benchmarks/cluster_overhead.py --slurm    # also through Slurm: SLURM_CONF's cluster, or one started here
 
 The trial does next to nothing (`debug=tiny max_batches=1 eval.iwae_k=0 eval.pictures=false`: one optimiser
 step, a validation pass, metrics.json and model.pt), so what is left is the sweep's own cost. Per-trial overhead
@@ -90,15 +92,48 @@ def fresh_database(server: str) -> Iterator[str]:
         admin.dispose()
 
 
-def overheads(server: str, n_trials: int, rounds: int, tmp: Path) -> dict[str, list[dict]]:
+@contextlib.contextmanager
+def slurm_cluster() -> Iterator[None]:
+    """SLURM_CONF's cluster, or a one-node one started with ci/services/slurm.sh (root only) and stopped after."""
+    if os.environ.get("SLURM_CONF"):
+        yield
+        return
+    env = {**os.environ, "VAE_SWEEP_SERVICES_DIR": tempfile.mkdtemp(prefix="vae_sweep_bench_slurm_")}
+    script = ["bash", str(REPO / "ci" / "services" / "slurm.sh")]
+    run = lambda action: subprocess.run([*script, action], env=env, capture_output=True, text=True, timeout=1200)
+    log.info("starting Slurm (ci/services/slurm.sh start)")
+    try:
+        res = run("start")
+        if res.returncode != 0:
+            raise SystemExit(f"error: ci/services/slurm.sh start failed:\n{res.stderr[-2000:]}")
+        os.environ["SLURM_CONF"] = res.stdout.strip().splitlines()[-1].split("=", 1)[1]
+        yield
+    finally:
+        run("stop")
+        os.environ.pop("SLURM_CONF", None)
+
+
+# Each trial a Slurm job of one CPU, one at a time (n_jobs=1), on the SQLite study.
+SLURM = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=10",
+]
+
+
+def overheads(server: str, n_trials: int, rounds: int, tmp: Path, slurm: bool) -> dict[str, list[dict]]:
     """A serial sweep of n_trials on each storage per round, alternating which goes first."""
-    samples: dict[str, list[dict]] = {"SQLite": [], "PostgreSQL": []}
+    samples: dict[str, list[dict]] = {"SQLite": [], "PostgreSQL": []} | ({"Slurm job (SQLite)": []} if slurm else {})
     for r in range(rounds):
         for kind in list(samples)[:: 1 if r % 2 == 0 else -1]:
-            folder = tmp / f"serial-{kind}-{r}"
+            folder = tmp / f"serial-{kind.split()[0]}-{r}"
             log.info("serial sweep of %d trials on %s (round %d)", n_trials, kind, r + 1)
             if kind == "SQLite":
                 run = run_sweep(folder, n_trials, NOTHING)
+            elif kind.startswith("Slurm"):
+                run = run_sweep(folder, n_trials, NOTHING + SLURM)
             else:
                 with fresh_database(server) as url:
                     run = run_sweep(folder, n_trials, NOTHING, storage=url)
@@ -160,11 +195,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer trials and one round")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--slurm", action="store_true", help="also each trial as a Slurm job (submitit_slurm)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     serial, rounds, n_shared = (8, 1, 24) if args.quick else (12, 2, 40)
-    with postgres_server() as server, tempfile.TemporaryDirectory(prefix="vae_sweep_cluster_") as tmp:
-        samples = overheads(server, serial, rounds, Path(tmp))
+    with (
+        postgres_server() as server,
+        slurm_cluster() if args.slurm else contextlib.nullcontext(),
+        tempfile.TemporaryDirectory(prefix="vae_sweep_cluster_") as tmp,
+    ):
+        samples = overheads(server, serial, rounds, Path(tmp), args.slurm)
         order = args.processes + args.processes[::-1] if rounds > 1 else args.processes
         rates: dict[int, list[dict]] = {n: [] for n in args.processes}
         for n in order:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from harness import REPO, cpu_seconds, others_share
 
+# A trial's launch: the launcher's "Launching N jobs" line, or the Slurm loop's "trial N: Slurm job J: ..." line.
+LAUNCH = re.compile(r"Launching|trial \d+: Slurm job \d+:")
 HYDRA_LINE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\]\[HYDRA\] (.*)$", re.M)
 
 
@@ -60,7 +62,7 @@ def run_sweep(
     seconds, others = time.perf_counter() - start, others_share(cpu, cpu_seconds())
     if proc.returncode != 0:
         raise RuntimeError(f"sweep failed: {' '.join(cmd)}\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
-    launches = [_stamp(t) for t, msg in HYDRA_LINE.findall(proc.stdout + proc.stderr) if msg.startswith("Launching")]
+    launches = [_stamp(t) for t, msg in HYDRA_LINE.findall(proc.stdout + proc.stderr) if LAUNCH.match(msg)]
     trials = []
     for run_dir in sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
         path = run_dir / "metrics.json"

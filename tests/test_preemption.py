@@ -22,9 +22,9 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from helpers import compose_config
 from vae_sweep.job import run
+from vae_sweep.outcomes import record
 from vae_sweep.preemption import SWEEPER_PID, Preempted, PreemptedJob
 from vae_sweep.study import INTERRUPTED, counts, make_storage
-from vae_sweep.sweeper import record
 
 SMALL = ["debug=tiny", "max_batches=5", "eval.iwae_k=2", "eval.pictures=false", "threads=1"]
 

@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from vae_sweep import runtime
+from vae_sweep.outcomes import record
 from vae_sweep.study import INTERRUPTED, counts, fail_stale, heartbeat, make_storage
-from vae_sweep.sweeper import VaeOptunaSweeperImpl, parallelism, record
+from vae_sweep.sweeper import VaeOptunaSweeperImpl, parallelism
 from vae_sweep.trial import handle_overrides, refusal
 
 
