@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
+import socket
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ import optuna
 import pytest
 from omegaconf import OmegaConf
 
-from helpers import cli
+from helpers import REPO, cli
 from vae_sweep import cluster
 from vae_sweep.cluster import cluster_parallelism, remote
 
@@ -183,3 +185,45 @@ def test_a_preempted_slurm_trial_continues_from_its_checkpoint_in_the_same_sweep
     assert Path(final["resumed_from"]).resolve() == (tmp_path / "multirun" / "slurm" / "0").resolve()
     rows = (done / "history.csv").read_text().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, epochs + 1))
+
+
+def cluster_commands() -> list[str]:
+    """The `python -m vae_sweep` lines of the README's "On a cluster" console blocks, continuations joined."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## On a cluster\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```console\n(.*?)```", section, re.S)
+    lines = [" ".join(b.replace("\\\n", " ").split()) for b in blocks]
+    return [line for line in lines if line.startswith("python -m vae_sweep")]
+
+
+@pytest.mark.slow
+def test_the_readme_cluster_commands_run_as_written_on_this_cluster(slurm_cluster, postgres_db_url, tmp_path):
+    """Each command of "On a cluster", with only what a user fills in replaced (the server's URL, the partition, a
+    job's size to fit this one-node cluster) and the trials made small, fills its PostgreSQL study."""
+    from sqlalchemy.engine import make_url
+    from test_readme import SHRINK
+
+    commands = cluster_commands()
+    assert len(commands) == 2, commands
+    filled = {
+        "postgresql+psycopg://user:password@dbhost/vae": postgres_db_url,
+        "$(hostname)": socket.gethostname(),
+        "partition=cpu": f"partition={slurm_cluster.partition}",
+        "cpus_per_task=4": "cpus_per_task=1",
+        "mem_gb=8": "mem_gb=2",
+    }
+    logs = []
+    for i, line in enumerate(commands):  # the second tops the study up by two trials, as Slurm jobs
+        for placeholder, value in filled.items():
+            line = line.replace(placeholder, value)
+        assert "user:password" not in line and "$(" not in line, line
+        args = [sys.executable, *shlex.split(line)[1:], *SHRINK, f"hydra.sweeper.n_trials={2 * (i + 1)}"]
+        res = slurm_cluster.run(args, timeout=300, cwd=tmp_path)
+        assert res.returncode == 0, f"{line}\n{res.stderr[-3000:]}"
+        logs.append(res.stdout + res.stderr)
+    password = make_url(postgres_db_url).password
+    assert password and f":{password}@" not in "".join(logs) and ":***@" in logs[0]  # printed with *** for it
+    (name,) = optuna.get_all_study_names(postgres_db_url)
+    study = optuna.load_study(study_name=name, storage=postgres_db_url)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert sorted(map(int, re.findall(r"trial (\d+): Slurm job \d+:", logs[1]))) == [2, 3]
