@@ -79,10 +79,13 @@ def test_a_killed_holders_lock_is_released_by_the_server(postgres_db_url):
 
     try:
         assert holder.stdout.readline().strip() == "held"  # bounded: the child exits after 120 s in any case
-        threading.Thread(target=wait_for_lock, daemon=True).start()
+        waiter = threading.Thread(target=wait_for_lock, daemon=True)
+        waiter.start()
         assert not got.wait(0.5)  # the child holds it
         holder.send_signal(signal.SIGKILL)
         assert got.wait(30), "the lock of a SIGKILLed process was not released"
+        waiter.join(30)  # its transaction ends before the fixture drops the database
+        assert not waiter.is_alive()
     finally:
         if holder.poll() is None:
             holder.kill()
