@@ -263,3 +263,19 @@ def test_wrong_source_is_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [f"error: {tmp_path / 'nope'}: no such sweep dir"]
     assert proc.stdout == ""
+
+
+def test_a_runs_parameters_leave_out_neutral_settings_and_the_trial_handle(tmp_path):
+    """overrides.yaml of a pruned, resumed trial: its searched knobs are parameters; `threads`, `resume` (how it
+    ran) and `+trial.*` (the address of its study trial) are not, nor anything under `hydra.`."""
+    from vae_sweep.analysis_sources import hydra_params
+
+    hydra = tmp_path / ".hydra"
+    hydra.mkdir()
+    (hydra / "config.yaml").write_text("beta: 0.5\nlatent_dim: 8\nthreads: 1\n")
+    (hydra / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: conv\n")
+    (hydra / "overrides.yaml").write_text(
+        "- beta=0.5\n- latent_dim=8\n- +extra_knob=3\n- threads=1\n- resume=multirun/x/0\n- progress=false\n"
+        "- hydra.sweep.subdir=1\n- +trial.storage=sqlite:////tmp/s.db\n- +trial.study=elbo\n- +trial.number=1\n"
+    )
+    assert hydra_params(hydra) == {"beta": 0.5, "latent_dim": 8, "model": "conv", "extra_knob": 3}

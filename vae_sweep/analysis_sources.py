@@ -16,12 +16,12 @@ from pathlib import Path
 
 import yaml
 
-from vae_sweep.config import JOB_GROUPS
+from vae_sweep.config import JOB_GROUPS, NEUTRAL, TRIAL_HANDLE
 from vae_sweep.errors import ConfigError
 from vae_sweep.metrics import COUNTED, Status
 
 PARAMS = ("beta", "latent_dim", "lr", "batch_size", "seed", "epochs", "kl_warmup_steps")  # config knobs
-NOT_PARAMS = {"threads", "progress", "device", "data_dir", "resume", "objectives"}  # overrides that change no result
+NOT_PARAMS = {*NEUTRAL, "objectives"}  # overrides that are no knob of the trial (objectives: what it reports)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where built: hydra.yaml takes 30 ms in Python
 
 
@@ -80,7 +80,7 @@ def hydra_params(hydra_dir: Path) -> dict:
     for line in overrides if isinstance(overrides, list) else []:
         key, _, value = str(line).partition("=")
         key = key.lstrip("+~")
-        if key not in NOT_PARAMS and not key.startswith("hydra.") and key not in row:
+        if key not in NOT_PARAMS and not key.startswith(("hydra.", TRIAL_HANDLE)) and key not in row:
             row[key] = _scalar(value)
     return row
 

@@ -22,6 +22,11 @@ from vae_sweep.metrics import OBJECTIVES
 
 JOB_GROUPS = ("model", "loss", "likelihood", "optimizer", "scheduler", "dataset")  # each makes part of a job
 GROUPS = (*JOB_GROUPS, "sweep", "debug")  # every group a command line may choose an option of
+# Settings that change how a run runs or where it reads and writes, not what it computes: they define no experiment
+# (vae_sweep/study.py names studies without them) and are no parameter of a trial (vae_sweep/analysis_sources.py).
+NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size", "resume")
+# The overrides a sweep adds to a trial's job to address its study trial (vae_sweep/trial.py): not parameters either.
+TRIAL_HANDLE = "trial."
 OPTIONAL_GROUPS = ("scheduler",)  # may be empty (scheduler=none); every other job group must name a `_target_`
 
 

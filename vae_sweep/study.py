@@ -8,7 +8,7 @@ A study holds one experiment. The settings that define it are recorded on the st
   `beta=0.5`), and a group searched as a whole (`model=choice(mlp,conv)`).
 
 Not defining: the searched parameters (a study may widen its search), `n_trials`, everything under `hydra.`
-(sampler, storage, output dirs), the `sweep` option (it names the base: `pareto`, `elbo`) and NEUTRAL below.
+(sampler, storage, output dirs), the `sweep` option (it names the base: `pareto`, `elbo`) and NEUTRAL (vae_sweep/config.py).
 
 The study's name is the sweep's base name (`hydra.sweeper.study_name`, e.g. `pareto`) when the command
 overrides nothing defining, else the base and the defining overrides, sorted by key: `pareto[epochs=1,model=conv]`.
@@ -36,12 +36,10 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from vae_sweep.config import JOB_GROUPS
+from vae_sweep.config import JOB_GROUPS, NEUTRAL
 from vae_sweep.locks import require_driver, shown, storage_lock
 
 log = logging.getLogger(__name__)
-# Settings that change how a trial runs or where it reads and writes, not what it computes.
-NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size")
 RECORDED_GROUPS = JOB_GROUPS
 # A trial's `status` user attribute from the moment it is asked until its result is recorded: a trial whose process
 # dies keeps it, so the heartbeat's stale check (which may no longer write to the trial) leaves it marked.
