@@ -204,11 +204,20 @@ def test_figures_are_written(df, tmp_path):
 @pytest.mark.slow
 def test_no_data_gives_a_message_and_no_file(df, tmp_path, caplog):
     none_completed = df.assign(status="diverged")
-    with caplog.at_level(logging.WARNING, logger="vae_sweep.analysis_plots"):
+    with caplog.at_level(logging.INFO, logger="vae_sweep.analysis_plots"):
         assert analysis_plots.save_figures(none_completed, tmp_path) == {}
     assert list(tmp_path.iterdir()) == []
     assert "rate_distortion: no figure: no completed trial with a finite distortion and rate" in caplog.text
-    assert len(caplog.records) == len(analysis_plots.FIGURES)
+    assert len(caplog.records) == len(analysis_plots.FIGURES)  # one line for each figure
+    # A sweep that is not of a figure's kind (no loss=multirate, no dataset with factors) says so without a warning.
+    quiet = {r.getMessage().split(":")[0] for r in caplog.records if r.levelno == logging.INFO}
+    assert quiet == {"curves", "disentanglement_vs_beta"}
+
+
+def test_a_default_sweeps_analysis_warns_of_nothing(df, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="vae_sweep.analysis_plots"):
+        assert len(analysis_plots.save_figures(df, tmp_path)) == len(analysis_plots.FIGURES) - 2
+    assert caplog.records == []
 
 
 @pytest.mark.slow

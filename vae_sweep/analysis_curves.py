@@ -29,7 +29,8 @@ POINTS = ("trial", "latent_dim", "beta", *AXES, "front")  # curve_table's column
 def curve_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per point of every completed trial's curve.csv: `trial`, `latent_dim` (NaN when the frame has none),
     `beta`, `distortion` and `rate` (nats per example), and `front` (`curves_front`). attrs: `reference` (D_ref,
-    R_ref) in nats, `hypervolume` in nats², and `why` when the frame is empty (no trial has a curve.csv)."""
+    R_ref) in nats, `hypervolume` in nats², and `why` when the frame is empty (no trial has a curve.csv), with
+    `expected` true when no trial ran loss=multirate (a sweep that draws no curves)."""
     done = completed(df)
     frames = [
         _read_curve(Path(str(row["run_dir"])) / "curve.csv", row)
@@ -39,6 +40,7 @@ def curve_table(df: pd.DataFrame) -> pd.DataFrame:
     if not frames:
         empty = pd.DataFrame(columns=list(POINTS))
         empty.attrs["why"] = "no completed trial has a curve.csv (a sweep of loss=multirate writes one: sweep=curve)"
+        empty.attrs["expected"] = "loss" not in df or not (df["loss"] == "multirate").any()  # not such a sweep
         return empty
     return curves_front(pd.concat(frames, ignore_index=True), _reference(done))
 

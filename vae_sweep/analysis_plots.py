@@ -48,8 +48,9 @@ def save_figures(df: pd.DataFrame, out: Path, fmt: str = "png", dpi: int = 150) 
     return paths
 
 
-def _no_data(name: str, why: str) -> None:
-    log.warning("%s: no figure: %s", name, why)
+def _no_data(name: str, why: str, expected: bool = False) -> None:
+    """Say why a figure is not drawn: a warning, or only an info line where the sweep is not of its kind."""
+    log.log(logging.INFO if expected else logging.WARNING, "%s: no figure: %s", name, why)
 
 
 def _markers(df: pd.DataFrame) -> dict:
@@ -181,10 +182,12 @@ def plot_disentanglement_vs_beta(df: pd.DataFrame) -> Figure | None:
     ok = ok[ok["beta"] > 0]
     metrics = [m for m in DISENTANGLEMENT if np.isfinite(ok[m]).any()]
     if ok.empty or not metrics or ok["beta"].nunique() < 2:
+        scored = any(m in df and np.isfinite(df[m]).any() for m in DISENTANGLEMENT)
         return _no_data(
             "disentanglement_vs_beta",
             "no two values of beta among completed trials with "
             "disentanglement scores (a dataset with factors: sprites, dsprites)",
+            expected=not scored,  # no trial was scored: not a sweep on a dataset with factors
         )
     return _against_beta(
         ok, metrics, f"Disentanglement against β ({len(ok)} completed trials; 1 is perfect)", ylim=(0, 1.02)
@@ -317,7 +320,7 @@ def plot_curves(curves: pd.DataFrame) -> Figure | None:
     """Every trial's curve (`analysis_curves.curve_table`: distortion against rate along β, thin, one colour per
     latent_dim) and the Pareto front of all their points together (thick), its hypervolume in the title."""
     if curves.empty:
-        return _no_data("curves", curves.attrs.get("why", "no curve points"))
+        return _no_data("curves", curves.attrs.get("why", "no curve points"), curves.attrs.get("expected", False))
     fig = Figure(figsize=(7.5, 5.5), layout="constrained")
     ax = fig.add_subplot()
     dims = sorted(curves["latent_dim"].dropna().unique())
