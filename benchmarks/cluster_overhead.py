@@ -59,22 +59,29 @@ WAIT = 900  # seconds: the bound on one sweep process
 
 
 @contextlib.contextmanager
+def service(kind: str) -> Iterator[str]:
+    """Start ci/services/<kind>.sh in a directory of its own, yield the last line it prints, and stop it after."""
+    env = {**os.environ, "VAE_SWEEP_SERVICES_DIR": tempfile.mkdtemp(prefix=f"vae_sweep_bench_{kind}_")}
+    script = ["bash", str(REPO / "ci" / "services" / f"{kind}.sh")]
+    run = lambda action: subprocess.run([*script, action], env=env, capture_output=True, text=True, timeout=1200)
+    log.info("starting %s (ci/services/%s.sh start)", kind, kind)
+    try:
+        res = run("start")
+        if res.returncode != 0:
+            raise SystemExit(f"error: ci/services/{kind}.sh start failed:\n{res.stderr[-2000:]}")
+        yield res.stdout.strip().splitlines()[-1]
+    finally:
+        run("stop")
+
+
+@contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """A SQLAlchemy URL of a PostgreSQL server: VAE_SWEEP_POSTGRES_URL's, or one started here and stopped after."""
     if given := os.environ.get("VAE_SWEEP_POSTGRES_URL"):
         yield given
         return
-    env = {**os.environ, "VAE_SWEEP_SERVICES_DIR": tempfile.mkdtemp(prefix="vae_sweep_bench_pg_")}
-    script = ["bash", str(REPO / "ci" / "services" / "postgres.sh")]
-    run = lambda action: subprocess.run([*script, action], env=env, capture_output=True, text=True, timeout=1200)
-    log.info("starting PostgreSQL (ci/services/postgres.sh start)")
-    try:
-        res = run("start")
-        if res.returncode != 0:
-            raise SystemExit(f"error: ci/services/postgres.sh start failed:\n{res.stderr[-2000:]}")
-        yield res.stdout.strip().splitlines()[-1]
-    finally:
-        run("stop")
+    with service("postgres") as url:
+        yield url
 
 
 @contextlib.contextmanager
@@ -98,19 +105,12 @@ def slurm_cluster() -> Iterator[None]:
     if os.environ.get("SLURM_CONF"):
         yield
         return
-    env = {**os.environ, "VAE_SWEEP_SERVICES_DIR": tempfile.mkdtemp(prefix="vae_sweep_bench_slurm_")}
-    script = ["bash", str(REPO / "ci" / "services" / "slurm.sh")]
-    run = lambda action: subprocess.run([*script, action], env=env, capture_output=True, text=True, timeout=1200)
-    log.info("starting Slurm (ci/services/slurm.sh start)")
-    try:
-        res = run("start")
-        if res.returncode != 0:
-            raise SystemExit(f"error: ci/services/slurm.sh start failed:\n{res.stderr[-2000:]}")
-        os.environ["SLURM_CONF"] = res.stdout.strip().splitlines()[-1].split("=", 1)[1]
-        yield
-    finally:
-        run("stop")
-        os.environ.pop("SLURM_CONF", None)
+    with service("slurm") as line:  # SLURM_CONF=/path/slurm.conf
+        os.environ["SLURM_CONF"] = line.split("=", 1)[1]
+        try:
+            yield
+        finally:
+            os.environ.pop("SLURM_CONF", None)
 
 
 # Each trial a Slurm job of one CPU, one at a time (n_jobs=1), on the SQLite study.
