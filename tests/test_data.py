@@ -12,7 +12,7 @@ import torch
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from vae_sweep import data
+from vae_sweep import data, downloaded
 from vae_sweep.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -80,7 +80,7 @@ def test_torchvision_mnist_round_trip(tmp_path, variant):
             torch.randint(0, 10, (n,), generator=g, dtype=torch.uint8),
         )
         _write_idx(raw, prefix, *want[prefix])
-    d = data.torchvision_mnist(variant, str(tmp_path), download=False)
+    d = downloaded.torchvision_mnist(variant, str(tmp_path), download=False)
     assert d.shape == (1, 28, 28) and d.train_x.dtype == torch.uint8 and d.train_y.dtype == torch.int64
     assert torch.equal(d.train_x[:, 0], want["train"][0]) and torch.equal(d.train_y, want["train"][1].long())
     assert torch.equal(d.val_x[:, 0], want["t10k"][0]) and torch.equal(d.val_y, want["t10k"][1].long())
@@ -102,7 +102,7 @@ def _write_cifar(folder: Path, n_per_batch: int = 4) -> dict[str, tuple[torch.Te
 
 def test_cifar10_round_trip_and_channel_order(tmp_path):
     written = _write_cifar(tmp_path / "cifar-10-batches-py")
-    d = data.cifar10(str(tmp_path), download=False)
+    d = downloaded.cifar10(str(tmp_path), download=False)
     assert d.shape == (3, 32, 32) and len(d.train_x) == 20 and len(d.val_x) == 4
     rows, labels = written["data_batch_2"]
     img, row = d.train_x[4], rows[0]  # first image of the second batch
@@ -145,7 +145,7 @@ def _write_celeba(root: Path) -> Path:
 
 def test_celeba_decode_labels_and_cache(tmp_path):
     folder = _write_celeba(tmp_path)
-    d = data.celeba(str(tmp_path), download=False, image_size=64)
+    d = downloaded.celeba(str(tmp_path), download=False, image_size=64)
     assert d.shape == (3, 64, 64) and d.train_x.dtype == torch.uint8
     assert len(d.train_x) == 3 and len(d.val_x) == 2
     assert d.train_y.tolist() == [1, 0, 1] and d.val_y.tolist() == [0, 1]  # Male == 1
@@ -157,29 +157,29 @@ def test_celeba_decode_labels_and_cache(tmp_path):
 
     for jpg in (folder / "img_align_celeba").iterdir():
         jpg.unlink()  # from here on only the cache can supply images
-    again = data.celeba(str(tmp_path), download=False, image_size=64, label_attribute="Smiling")
+    again = downloaded.celeba(str(tmp_path), download=False, image_size=64, label_attribute="Smiling")
     assert torch.equal(again.train_x, d.train_x) and torch.equal(again.val_x, d.val_x)
     assert again.train_y.tolist() == [0, 0, 1] and again.val_y.tolist() == [1, 0]
     with pytest.raises(ConfigError, match=r"^dataset.label_attribute=Bald: must be one of .*Male, Smiling\)$"):
-        data.celeba(str(tmp_path), download=False, label_attribute="Bald")
+        downloaded.celeba(str(tmp_path), download=False, label_attribute="Bald")
 
 
 def test_celeba_max_examples_caps_each_split(tmp_path):
     folder = _write_celeba(tmp_path)
-    d = data.celeba(str(tmp_path), download=False, image_size=16, max_examples=2)
+    d = downloaded.celeba(str(tmp_path), download=False, image_size=16, max_examples=2)
     assert d.shape == (3, 16, 16) and len(d.train_x) == 2 and len(d.val_x) == 2
     assert (folder / "cache_16px_crop148_max2.pt").is_file()
     with pytest.raises(ConfigError, match=r"^dataset.crop=300: must be from 1 to 178"):
-        data.celeba(str(tmp_path), download=False, crop=300)
+        downloaded.celeba(str(tmp_path), download=False, crop=300)
 
 
 @pytest.mark.parametrize(
     ("build", "what", "holding"),
     [
-        (lambda d: data.torchvision_mnist("MNIST", d, download=False), "MNIST", "MNIST/raw"),
-        (lambda d: data.torchvision_mnist("FashionMNIST", d, download=False), "FashionMNIST", "FashionMNIST/raw"),
-        (lambda d: data.cifar10(d, download=False), "CIFAR10", "cifar-10-batches-py/"),
-        (lambda d: data.celeba(d, download=False), "CelebA", "celeba/img_align_celeba"),
+        (lambda d: downloaded.torchvision_mnist("MNIST", d, download=False), "MNIST", "MNIST/raw"),
+        (lambda d: downloaded.torchvision_mnist("FashionMNIST", d, download=False), "FashionMNIST", "FashionMNIST/raw"),
+        (lambda d: downloaded.cifar10(d, download=False), "CIFAR10", "cifar-10-batches-py/"),
+        (lambda d: downloaded.celeba(d, download=False), "CelebA", "celeba/img_align_celeba"),
     ],
 )
 def test_missing_dataset_without_download(tmp_path, build, what, holding):
@@ -192,7 +192,7 @@ def test_missing_dataset_without_download(tmp_path, build, what, holding):
 
 def test_unknown_mnist_variant(tmp_path):
     with pytest.raises(ConfigError, match=r"^dataset.variant=KMNIST: must be one of MNIST, FashionMNIST$"):
-        data.torchvision_mnist("KMNIST", str(tmp_path), download=False)
+        downloaded.torchvision_mnist("KMNIST", str(tmp_path), download=False)
 
 
 @pytest.mark.parametrize("path", sorted(CONF.glob("*.yaml")), ids=lambda p: p.stem)

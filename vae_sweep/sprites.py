@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vae_sweep.data import Factors, ImageData, _not_found
+from vae_sweep.data import Factors, ImageData
+from vae_sweep.downloaded import not_found
 from vae_sweep.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -226,7 +227,7 @@ def dsprites(
     if download and not path.is_file():
         _download_dsprites(folder)
     if not path.is_file():
-        raise _not_found("dSprites", data_dir, f"dsprites/{DSPRITES_FILE}")
+        raise not_found("dSprites", data_dir, f"dsprites/{DSPRITES_FILE}")
     packed, full_sizes, values = read_dsprites(path)
     sizes, full_classes = _sub_grid(steps, full_sizes)
     bases = torch.tensor([math.prod(full_sizes[i + 1 :]) for i in range(5)])
