@@ -136,6 +136,42 @@ def test_a_job_preempted_in_a_worker_is_recorded_interrupted_and_does_not_count(
     assert frozen.user_attrs["metrics"]["signal"] == "SIGTERM"
 
 
+def signal_while_loading(monkeypatch, sig: signal.Signals = signal.SIGTERM) -> None:
+    """The dataset loader sends `sig` to this process as it finishes: a signal before training starts."""
+    from vae_sweep import job
+
+    load = job.datasets.load
+
+    def load_then_signal(*args, **kwargs):
+        data = load(*args, **kwargs)
+        os.kill(os.getpid(), sig)
+        return data
+
+    monkeypatch.setattr(job.datasets, "load", load_then_signal)
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_a_signal_before_training_starts_ends_the_job_interrupted(tmp_path, monkeypatch, worker):
+    """While the data loads there is nothing to save: the job ends at once, `interrupted` with the signal's name
+    (not killed by the default handler, which would leave a `running` metrics.json: a failed trial on Slurm)."""
+    if worker:
+        monkeypatch.setenv(SWEEPER_PID, "1")  # another process records this job
+    signal_while_loading(monkeypatch, signal.SIGUSR2)
+    (run_dir,) = dirs(tmp_path, "run")
+    expected = (PreemptedJob, r"interrupted \(SIGUSR2\) before training started") if worker else (Preempted, "SIGUSR2")
+    with pytest.raises(expected[0], match=expected[1]):
+        run(compose_config([*SMALL, "epochs=2"]), run_dir)
+    ended = metrics(run_dir)
+    assert ended["status"] == "interrupted" and ended["signal"] == "SIGUSR2" and ended["epochs"] == 0
+    assert not (run_dir / "model.pt").exists()
+    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL  # the handlers are given back
+    if worker:  # the sweep records it as interrupted: it does not count, and nothing is there to continue
+        study = optuna.create_study(storage=make_storage(f"sqlite:///{tmp_path}/s.db"))
+        assert record(study, study.ask(), job_return(run_dir, error=PreemptedJob("x")), 1) == TrialState.FAIL
+        (frozen,) = study.trials
+        assert frozen.user_attrs["status"] == INTERRUPTED and not counts(frozen)
+
+
 def fake_run_dir(path: Path, epoch: int, configured: int) -> Path:
     """A run dir whose model.pt says `epoch` of `configured` epochs (all the sweep reads of it)."""
     path.mkdir(parents=True)

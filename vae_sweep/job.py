@@ -27,7 +27,7 @@ from vae_sweep.metrics import Status, units_block
 from vae_sweep.models import count_parameters
 from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
-from vae_sweep.preemption import Preempted, PreemptedJob, in_worker, stop_on_signals
+from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
 from vae_sweep.trial import epoch_reporter
@@ -58,24 +58,43 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
 
 
 def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
-    """Train one model and write metrics.json, history.csv, model.pt and pictures into out_dir."""
+    """Train one model and write metrics.json, history.csv, model.pt and pictures into out_dir.
+
+    SIGTERM and SIGUSR2 (Slurm's warnings before it kills a job) are handled from the start: while the data loads
+    and the model is built there is nothing to save, so the job ends `interrupted` at once; once training runs, it
+    stops after the step in progress and saves model.pt (vae_sweep/preemption.py)."""
     start = time.perf_counter()
-    try:
-        data, parts, ckpt, device = prepare(cfg)
-    except ConfigError as e:
-        raise SystemExit(f"error: {e}") from None
-    state = TrainState(shuffle=torch.Generator().manual_seed(cfg.seed))
+    stop = StopRequest(defer=False)
+    with stop_on_signals(stop):
+        try:
+            data, parts, ckpt, device = prepare(cfg)
+        except ConfigError as e:
+            raise SystemExit(f"error: {e}") from None
+        except Preempted as e:
+            ended = {"status": Status.INTERRUPTED, "signal": e.signal, "epochs": 0, "steps": 0}
+            write_metrics(out_dir, ended | {"error": f"Preempted: {e.signal} before training started"})
+            if in_worker():  # the sweep in another process records it and goes on
+                raise PreemptedJob(f"interrupted ({e.signal}) before training started") from None
+            raise
+        stop.defer = True  # from here a signal stops training after the step in progress
+        return train_and_report(cfg, out_dir, start, (data, parts, ckpt, device), stop)
+
+
+def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tuple, stop: StopRequest):
+    """`run` once everything is prepared: train (resuming from the checkpoint, if any), evaluate, write metrics.json
+    with every way the run can end, and return the objective(s)."""
+    data, parts, ckpt, device = prepared
+    state = TrainState(shuffle=torch.Generator().manual_seed(cfg.seed), stop=stop)
     if ckpt is not None:
         restore(parts, ckpt, state)
         log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
     base = describe(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
     write_metrics(out_dir, base | {"status": Status.RUNNING})
     try:
-        with stop_on_signals(state.stop):  # SIGTERM, SIGUSR2: save model.pt and end interrupted
-            fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), epoch_reporter(cfg))
-            state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
-            state.stop.check()
-            metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
+        fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), epoch_reporter(cfg))
+        state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
+        state.stop.check()
+        metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
         if state.status == Status.PRUNED:  # its last validation, as history.csv has it
             metrics = {k.removeprefix("val_"): v for k, v in state.history[-1].items() if k.startswith("val_")}
     except BaseException as e:  # record every way a run can end, then let it propagate
