@@ -30,12 +30,7 @@ def record(
     try:
         value = ret.return_value  # raises the job's exception when it failed
     except Exception as e:
-        if metrics.get("status") == INTERRUPTED:  # preempted in a worker process (PreemptedJob): the sweep goes on
-            log.warning("trial %d interrupted (%s): a later trial continues it", trial.number, metrics.get("signal"))
-            return finish(study, trial, TrialState.FAIL, None, metrics)
-        log.warning("trial %d failed: %s: %s", trial.number, type(e).__name__, e)
-        error = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-        return finish(study, trial, TrialState.FAIL, None, metrics | error)
+        return _raised(study, trial, metrics, f"{type(e).__name__}: {e}")
     if metrics.get("status") == "pruned":
         log.info("trial %d pruned after %s epoch(s)", trial.number, metrics.get("epochs"))
         return finish(study, trial, TrialState.PRUNED, None, metrics)
@@ -51,15 +46,21 @@ def record(
 
 def record_lost(study: optuna.Study, trial: optuna.Trial, run_dir: Path, error: BaseException) -> TrialState:
     """A trial whose job ended with no result to return: Slurm killed it (time limit, memory, node failure,
-    preemption, scancel) or its process died. What its metrics.json says goes into the study; a job that saved
-    itself on a signal says `interrupted`, and is then not counted."""
+    preemption, scancel) or its process died. What its metrics.json says goes into the study, with the first line of
+    submitit's error (the rest is the job's traceback)."""
     metrics = read_metrics(run_dir) | {"run_dir": str(run_dir)}
-    status = INTERRUPTED if metrics.get("status") == INTERRUPTED else "failed"
     first = (str(error).strip().splitlines() or [""])[0]
-    log.warning("trial %d's job ended without a result (%s): %s: %s", trial.number, status, type(error).__name__, first)
-    return finish(
-        study, trial, TrialState.FAIL, None, metrics | {"status": status, "error": f"{type(error).__name__}: {first}"}
-    )
+    return _raised(study, trial, metrics, f"{type(error).__name__}: {first}")
+
+
+def _raised(study: optuna.Study, trial: optuna.Trial, metrics: dict, error: str) -> TrialState:
+    """A job that raised `error`, or died: `interrupted` when its metrics.json says so (it saved itself on a signal,
+    in a worker process: it does not count, and a later trial continues it), else `failed` with the error."""
+    if metrics.get("status") == INTERRUPTED:
+        log.warning("trial %d interrupted (%s): a later trial continues it", trial.number, metrics.get("signal"))
+        return finish(study, trial, TrialState.FAIL, None, metrics)
+    log.warning("trial %d failed: %s", trial.number, error)
+    return finish(study, trial, TrialState.FAIL, None, metrics | {"status": "failed", "error": error})
 
 
 def finish(
