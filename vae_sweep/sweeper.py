@@ -141,16 +141,19 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                 *(handle_overrides(self.storage, study.study_name, trial.number) if handles else ()),
             ]
 
-        if on_slurm:
-            self._stream(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
-        while not on_slurm and (batch := self._next_batch(study, dists, fixed, fixed_overrides, parallel)):
+        run = self._stream if on_slurm else self._batches
+        run(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
+        self._write_results(study, directions)
+
+    def _batches(self, study: optuna.Study, space: tuple, parallel: int, job_overrides, directions: list[str]) -> None:
+        """The basic and joblib launchers: `parallel` trials at a time, each batch recorded when all of it has ended."""
+        while batch := self._next_batch(study, *space, parallel):
             trials, overrides = zip(*batch)
             overrides = [job_overrides(t, o) for t, o in zip(trials, overrides)]
             returns = self._launch(study, trials, overrides, directions)
             for trial, ret in zip(trials, returns):
                 record(study, trial, ret, len(directions), self.artifact_dir)
             self._check_failure_budget(study)
-        self._write_results(study, directions)
 
     def _launch(self, study: optuna.Study, trials: tuple, overrides: list, directions: list[str]) -> list[JobReturn]:
         """Run one batch of trials, beating their heartbeats meanwhile; on Ctrl-C mark them interrupted, write the
@@ -161,11 +164,8 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                 returns = self.launcher.launch(overrides, initial_job_idx=self.job_idx)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGUSR2 to a job in this process (Preempted)
             how = f"interrupted ({e.signal})" if isinstance(e, Preempted) else "interrupted"
-            for trial in trials:
-                finish(study, trial, TrialState.FAIL, None, {"status": INTERRUPTED})
-            self._write_results(study, directions)
             raise SystemExit(
-                f"{how}: trial(s) {', '.join(str(t.number) for t in trials)} marked "
+                f"{how}: trial(s) {self._interrupted(study, trials, directions)} marked "
                 "interrupted; run the same command again to resume the study"
                 + (" (they continue from their model.pt)" if isinstance(e, Preempted) else "")
             ) from None
@@ -202,13 +202,17 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             trials = [trial for trial, _ in out.jobs.values()]
             trials += [t for t in asked if t.number not in out.jobs]
             cancelled = out.cancel()
-            for trial in trials:
-                finish(study, trial, TrialState.FAIL, None, {"status": INTERRUPTED})
-            self._write_results(study, directions)
             raise SystemExit(
-                f"interrupted: trial(s) {', '.join(str(t.number) for t in trials) or 'none'} marked interrupted and "
+                f"interrupted: trial(s) {self._interrupted(study, trials, directions)} marked interrupted and "
                 f"their Slurm job(s) {', '.join(cancelled) or 'none'} cancelled; run the same command again to resume"
             ) from None
+
+    def _interrupted(self, study: optuna.Study, trials: list, directions: list[str]) -> str:
+        """Mark the trials interrupted (they do not count) and write the results so far; their numbers, listed."""
+        for trial in trials:
+            finish(study, trial, TrialState.FAIL, None, {"status": INTERRUPTED})
+        self._write_results(study, directions)
+        return ", ".join(str(t.number) for t in trials) or "none"
 
     def _sampler(self, number: int) -> optuna.samplers.BaseSampler:
         """The configured sampler for trial `number`, seeded from (seed, number) when it has a seed. The pair
