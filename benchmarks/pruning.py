@@ -19,11 +19,11 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from statistics import median
 
 import optuna
+from sweeps import named_sweep  # beside this file
 
 REPO = Path(__file__).resolve().parents[1]
 PRUNERS = ["none", "median", "successive_halving", "hyperband"]
@@ -32,23 +32,8 @@ PRUNERS = ["none", "median", "successive_halving", "hyperband"]
 def run_sweep(out: Path, pruner: str, seed: int, n_trials: int, threads: int, extra: list[str]) -> float:
     """One sweep into study `<pruner>_s<seed>` of out/pruning.db; returns its CPU seconds (with its children's)."""
     name = f"{pruner}_s{seed}"
-    args = [
-        sys.executable,
-        "-m",
-        "vae_sweep",
-        "--multirun",
-        "sweep=elbo",
-        f"hydra/sweeper/pruner={pruner}",
-        f"hydra.sweeper.sampler.seed={seed}",
-        f"seed={seed}",
-        f"hydra.sweeper.study_name={name}",
-        f"hydra.sweeper.storage=sqlite:///{out}/pruning.db",
-        f"hydra.sweep.dir={out}/{name}",
-        f"hydra.sweeper.n_trials={n_trials}",
-        f"threads={threads}",
-        "hydra.sweeper.artifact_dir=null",
-        *extra,
-    ]
+    settings = ["sweep=elbo", f"hydra/sweeper/pruner={pruner}", f"hydra.sweeper.sampler.seed={seed}", f"seed={seed}"]
+    args = named_sweep(out, "pruning.db", name, n_trials, threads, settings, extra)
     with open(out / f"{name}.log", "w") as log:
         proc = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)

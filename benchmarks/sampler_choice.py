@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
 import optuna
+from sweeps import named_sweep  # beside this file
 
 from vae_sweep.analysis import FRONT
 from vae_sweep.metrics import METRICS
@@ -46,21 +46,8 @@ DIRECTIONS = [METRICS[m].direction for m in FRONT]  # the default sweep's object
 def run_sweep(out: Path, sampler: str, seed: int, n_trials: int, threads: int, extra: list[str]) -> float:
     """One sweep into study `<sampler>_s<seed>` of out/samplers.db; returns its wall seconds (0 if it was done)."""
     name = f"{sampler}_s{seed}"
-    args = [
-        sys.executable,
-        "-m",
-        "vae_sweep",
-        "--multirun",
-        *SAMPLERS[sampler],
-        f"hydra.sweeper.sampler.seed={seed}",
-        f"hydra.sweeper.study_name={name}",
-        f"hydra.sweeper.storage=sqlite:///{out}/samplers.db",
-        f"hydra.sweep.dir={out}/{name}",
-        f"hydra.sweeper.n_trials={n_trials}",
-        f"threads={threads}",
-        "hydra.sweeper.artifact_dir=null",
-        *extra,
-    ]
+    settings = [*SAMPLERS[sampler], f"hydra.sweeper.sampler.seed={seed}"]
+    args = named_sweep(out, "samplers.db", name, n_trials, threads, settings, extra)
     start = time.perf_counter()
     with open(out / f"{name}.log", "w") as log:
         subprocess.run(args, check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

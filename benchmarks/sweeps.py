@@ -35,6 +35,27 @@ class SweepRun:
     others: float = 0.0  # share of the machine's CPU time that other processes used meanwhile
 
 
+def named_sweep(
+    out: Path, database: str, name: str, n_trials: int, threads: int, settings: list[str], extra: list[str]
+) -> list[str]:
+    """The command of a benchmark's sweep: the contender's `settings`, into study `name` of out/<database> with its
+    trials in out/<name>, `threads` torch threads a trial and no artifacts, then the user's `extra` (the last word)."""
+    return [
+        sys.executable,
+        "-m",
+        "vae_sweep",
+        "--multirun",
+        *settings,
+        f"hydra.sweeper.study_name={name}",
+        f"hydra.sweeper.storage=sqlite:///{out}/{database}",
+        f"hydra.sweep.dir={out}/{name}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        f"threads={threads}",
+        "hydra.sweeper.artifact_dir=null",
+        *extra,
+    ]
+
+
 def run_sweep(
     folder: Path,
     n_trials: int,
