@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vae_sweep.analysis import load_sweep
-from vae_sweep.analysis_plots import save_figures
-from vae_sweep.metrics import DISENTANGLEMENT, METRICS
+from vae_sweep.analysis.frame import load_sweep
+from vae_sweep.analysis.plots import save_figures
+from vae_sweep.registry import DISENTANGLEMENT, METRICS
 
 SMOKE = [
     "epochs=1",

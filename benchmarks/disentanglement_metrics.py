@@ -1,6 +1,6 @@
 """How long does each disentanglement metric take on 10,000 codes, and do histogram trees give DCI's scores?
 
-Part 1 runs `vae_sweep.disentanglement.evaluate` with disentanglement_lib's default sample counts on dSprites' factor
+Part 1 runs `vae_sweep.disentangle.scores.evaluate` with disentanglement_lib's default sample counts on dSprites' factor
 grid (3, 6, 40, 32, 32) for a perfect code (the 5 factor classes plus 5 N(0, 1) dims) and a random N(0, 1) code of
 10 dims, and prints each metric's value and seconds. Part 2 fits DCI's per-factor classifiers on 10,000 training and
 5,000 test codes with each tree model (`gbt`: disentanglement_lib's sklearn GradientBoostingClassifier; `hist`:
@@ -22,8 +22,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from vae_sweep import disentanglement as dis
-from vae_sweep.disentanglement_sampling import sample_factors
+from vae_sweep.disentangle import scores as dis
+from vae_sweep.disentangle.sampling import sample_factors
 
 DSPRITES = (3, 6, 40, 32, 32)
 ROTATION = np.array([[1.0, 1.0], [1.0, -1.0]]) / math.sqrt(2)

@@ -10,7 +10,7 @@ importance vectors, which sum to 1: 0 = every study agrees, 2 = they disagree co
 
 Methods: `forest` (scikit-learn's random forest, mean decrease in impurity, on log10 of positive parameters: the
 home-made method vae_sweep had while optuna 2.10's fANOVA failed under numpy 2), `fanova` (optuna 5's functional
-ANOVA, Hutter et al. 2014, as vae_sweep/importance.py now runs it) and `ped_anova` (optuna's PED-ANOVA, Watanabe et
+ANOVA, Hutter et al. 2014, as vae_sweep/analysis/importance.py now runs it) and `ped_anova` (optuna's PED-ANOVA, Watanabe et
 al. 2023, which measures what matters within the top 10% of trials: another question).
 
     python benchmarks/importance.py [--storage sqlite:///multirun/sampler_choice/samplers.db]
@@ -26,8 +26,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from vae_sweep.analysis import ELBO_TERMS, completed, searched_params, study_frame
-from vae_sweep.importance import fanova
+from vae_sweep.analysis.frame import ELBO_TERMS, completed, searched_params, study_frame
+from vae_sweep.analysis.importance import fanova
 
 
 def forest(done: pd.DataFrame, params: list[str], objective: str) -> np.ndarray:
@@ -64,7 +64,7 @@ def with_optuna(evaluator: optuna.importance.BaseImportanceEvaluator):
 
 
 def shipped(done: pd.DataFrame, params: list[str], objective: str) -> np.ndarray:
-    """vae_sweep.importance's fANOVA, as the analysis runs it."""
+    """vae_sweep.analysis.importance's fANOVA, as the analysis runs it."""
     return fanova(done, params, [p for p in params if (done[p] > 0).all()], objective)
 
 

@@ -27,9 +27,9 @@ from statistics import median
 import optuna
 from sweeps import named_sweep  # beside this file
 
-from vae_sweep.analysis import FRONT
-from vae_sweep.metrics import METRICS
+from vae_sweep.analysis.frame import FRONT
 from vae_sweep.pareto import hypervolume_2d
+from vae_sweep.registry import METRICS
 
 REPO = Path(__file__).resolve().parents[1]
 # name -> overrides. NSGA-II/III's default population (50) would make 30 trials one random generation: 10 here.

@@ -7,8 +7,8 @@ import torch
 from hydra.utils import get_method
 
 from helpers import CONF, cli, compose_config
-from vae_sweep.errors import instantiate_group
-from vae_sweep.validate import group_options
+from vae_sweep.checks import group_options
+from vae_sweep.hydra_api import instantiate_group
 
 
 def options(group: str) -> list[str]:

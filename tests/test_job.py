@@ -6,12 +6,15 @@ import csv
 import json
 import math
 import os
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from helpers import cli, compose_config
+from vae_sweep.errors import ConfigError
 from vae_sweep.job import run
 
 PICTURES = {"reconstructions.png", "samples.png", "traversals.png", "latent_scatter.png"}
@@ -112,14 +115,14 @@ def test_checkpoint_that_could_run_code_is_refused(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     torch.save({"config": {}, "payload": Payload()}, tmp_path / "model.pt")
     cfg = compose_config(["debug=tiny", f"resume={tmp_path}"])
-    with pytest.raises(SystemExit, match="cannot read .* as a vae_sweep checkpoint"):
+    with pytest.raises(ConfigError, match="cannot read .* as a vae_sweep checkpoint"):
         run(cfg, tmp_path / "new")
     assert not (tmp_path / "pwned").exists()
 
 
 def test_a_file_that_is_not_our_checkpoint_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "model.pt")
-    with pytest.raises(SystemExit, match="is not a vae_sweep checkpoint"):
+    with pytest.raises(ConfigError, match="is not a vae_sweep checkpoint"):
         run(compose_config(["debug=tiny", f"resume={tmp_path}/model.pt"]), tmp_path / "new")
 
 
@@ -142,3 +145,27 @@ def test_resume_refuses_a_different_model(tmp_path):
     )
     assert res.returncode != 0
     assert res.stderr.strip().splitlines()[-1].startswith("error: resume=") and "latent_dim=20" in res.stderr
+
+
+# Written by `python -m vae_sweep dataset=digits model.hidden=[16] latent_dim=2 epochs=1 eval.iwae_k=0
+# eval.pictures=false` at commit 8e37331, when the package was 40 flat modules: a user's checkpoint from before
+# vae_sweep/{sweep,analysis,disentangle}/ existed. Its config names `_target_`s and keeps them importable.
+OLD_LAYOUT = ["dataset=digits", "model.hidden=[16]", "latent_dim=2", "eval.iwae_k=0", "eval.pictures=false"]
+
+
+def test_a_checkpoint_from_before_the_package_layout_moved_resumes(tmp_path):
+    data = Path(__file__).parent / "fixtures"
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(data / "model_before_layout_move.pt", old / "model.pt")
+    before = (old / "model.pt").read_bytes()
+    (tmp_path / "new").mkdir()  # Hydra makes the run dir; the Compose API leaves it to the caller
+    run(compose_config([*OLD_LAYOUT, "epochs=2", f"resume={old}", "progress=false"]), tmp_path / "new")
+    m = read_metrics(tmp_path / "new")
+    assert m["status"] == "completed" and m["epochs"] == 2 and m["resumed_from"] == str(old)
+    rows = list(csv.DictReader(open(tmp_path / "new" / "history.csv")))
+    old_rows = list(csv.DictReader(open(data / "model_before_layout_move.history.csv")))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert rows[0]["val_neg_elbo"] == old_rows[0]["val_neg_elbo"]  # epoch 1 is the old run's, carried over
+    assert int(rows[1]["step"]) == 2 * int(old_rows[0]["step"])  # and epoch 2 was trained from it
+    assert (old / "model.pt").read_bytes() == before  # the old checkpoint is read, never written

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from helpers import compose_config
-from vae_sweep.errors import ConfigError, instantiate_group
+from vae_sweep.errors import ConfigError
+from vae_sweep.hydra_api import instantiate_group
 
 SHAPES = {
     "mnist_5k": (1, 28, 28),

@@ -14,7 +14,8 @@ from helpers import compose_config
 from vae_sweep import data as datasets
 from vae_sweep.conditioning import Conditioned
 from vae_sweep.curve import beta_grid, curve_hypervolume, reference_point, write_curve
-from vae_sweep.errors import ConfigError, instantiate_group
+from vae_sweep.errors import ConfigError
+from vae_sweep.hydra_api import instantiate_group
 from vae_sweep.losses import Bernoulli, BetaVAELoss, MultiRateLoss, rate
 from vae_sweep.models import VAE
 

@@ -1,4 +1,5 @@
-"""The private surface of hydra-optuna-sweeper that vae_sweep/sweeper.py builds on (`_impl`), as it is in 1.4.0rc3.
+"""The private surface of hydra-optuna-sweeper that vae_sweep/sweep/sweeper.py builds on (`_impl`), as it is in 1.4.0rc3,
+and every other private name of Optuna and Hydra that vae_sweep uses (the last tests).
 
 pyproject.toml pins the plugin to `>=1.4.0rc3,<1.4.1` for this reason; these tests fail the day that surface changes
 (a renamed parameter, a different return arity), so the pin is widened only after the sweeper is checked again.
@@ -7,13 +8,18 @@ pyproject.toml pins the plugin to `>=1.4.0rc3,<1.4.1` for this reason; these tes
 from __future__ import annotations
 
 import inspect
+import re
 from importlib.metadata import version
+from pathlib import Path
 
+import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+import vae_sweep
 from hydra_plugins.hydra_optuna_sweeper import _impl
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from vae_sweep.sweeper import VaeOptunaSweeperImpl
+from vae_sweep.sweep.sweeper import VaeOptunaSweeperImpl
 
 
 def params(fn) -> list[str]:
@@ -85,7 +91,7 @@ def test_the_sweeper_state_the_loop_reads_after_setup():
 
 
 def test_the_submitit_launcher_surface_the_slurm_loop_builds_on():
-    """vae_sweep/cluster.py submits each trial through the launcher's executor with the launcher as the job's
+    """vae_sweep/sweep/cluster.py submits each trial through the launcher's executor with the launcher as the job's
     callable: its `_EXECUTOR`, resolved `params`, `BaseQueueConf` and `__call__`'s arguments, as in 1.4.0rc3."""
     from hydra_plugins.hydra_submitit_launcher import submitit_launcher as sl
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -103,3 +109,50 @@ def test_the_submitit_launcher_surface_the_slurm_loop_builds_on():
     launcher = sl.SlurmLauncher(submitit_folder="/tmp/x/%j", partition="debug", cpus_per_task=2, python=None)
     assert launcher.params == {"submitit_folder": "/tmp/x/%j", "partition": "debug", "cpus_per_task": 2, "python": None}
     assert {"submitit_folder", "cpus_per_task", "timeout_min", "mem_gb"} <= set(BaseQueueConf.__dataclass_fields__)
+
+
+# --- every other private name vae_sweep takes from Optuna and Hydra --------------------------------------------------
+# The package's uses, found by reading its source; a new one fails the first test until it is checked below.
+PRIVATE_USES = {
+    "study._storage": {"sweep/record.py", "sweep/study.py"},
+    "._trial_id": {"sweep/record.py", "sweep/sweeper.py"},
+    "hydra._internal": {"checks.py"},
+    "hydra_plugins.hydra_optuna_sweeper._impl": {"sweep/sweeper.py"},
+}
+
+
+def test_the_private_names_in_use_are_the_ones_checked_here():
+    package = Path(vae_sweep.__file__).parent
+    found: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        text = path.read_text()
+        for name in re.findall(r"\b(?:study|trial|t)\._[a-z]\w*|hydra\._internal|hydra_optuna_sweeper\._\w+", text):
+            key = {"hydra_optuna_sweeper._impl": "hydra_plugins.hydra_optuna_sweeper._impl"}.get(name, name)
+            key = "._trial_id" if key.endswith("._trial_id") else key
+            found.setdefault(key, set()).add(path.relative_to(package).as_posix())
+    assert found == PRIVATE_USES
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::optuna.exceptions.ExperimentalWarning")
+def test_optuna_private_study_storage_and_trial_id(tmp_path):
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db", heartbeat_interval=10, grace_period=30)
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    assert isinstance(study._storage, optuna.storages.BaseStorage)  # the heartbeat and the stale check go through it
+    assert isinstance(trial._trial_id, int)
+    assert study._storage.get_trial(trial._trial_id).number == trial.number
+    assert study._storage.get_heartbeat_interval() == 10  # what sweep.study.beat asks before it beats
+    study._storage.record_heartbeat(trial._trial_id)
+    # A job reopens its running trial from (storage, study, number) to report and prune (sweep/trial.py)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name("s"), trial.number)
+    again = optuna.trial.Trial(study, trial_id)
+    again.report(1.0, step=1)
+    assert storage.get_trial(trial_id).intermediate_values == {1: 1.0}
+
+
+def test_hydra_private_args_parser_reads_a_command_line_as_hydra_main_does():
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(["--multirun", "--config-name", "c", "beta=0.1"])
+    assert args.multirun and args.config_name == "c" and args.overrides == ["beta=0.1"]
+    assert args.config_path is None and args.config_dir is None and args.experimental_rerun is None

@@ -108,7 +108,7 @@ def _sweep_node(args: list[str]) -> tuple[str, DictConfig]:
 
 def study_of(outcome: Outcome) -> tuple[str, str]:
     """(storage URL, study name) of an Optuna sweep, as its first log line names them: the name is derived from
-    the command's defining overrides (vae_sweep/study.py), the shrinking ones included."""
+    the command's defining overrides (vae_sweep/sweep/study.py), the shrinking ones included."""
     found = re.search(r"study '(.+)' in (\S+): \d+ trials already", outcome.output)
     assert found, f"the sweep did not name its study\n{outcome.explain()}"
     return found.group(2), found.group(1)
@@ -125,7 +125,7 @@ def is_optuna(args: list[str]) -> bool:
 def to_argv(command: Command, folder: Path) -> list[str]:
     line = command.line
     if PLACEHOLDER in line:
-        from vae_sweep.analysis import latest_sweep
+        from vae_sweep.analysis.frame import latest_sweep
 
         line = line.replace(PLACEHOLDER, str(latest_sweep(folder / "multirun").relative_to(folder)))
     words = shlex.split(line, comments=True)

@@ -1,4 +1,4 @@
-"""The one registry (vae_sweep/metrics.py) and what reads it: units written once, statuses as plain strings."""
+"""The one registry (vae_sweep/registry.py) and what reads it: units written once, statuses as plain strings."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from helpers import REPO
-from vae_sweep.metrics import COUNTED, METRICS, NATS, OBJECTIVES, Status, units_block
+from vae_sweep.registry import COUNTED, METRICS, NATS, OBJECTIVES, Status, units_block
 
 
 def test_every_unit_is_written_once_in_the_code():
@@ -18,7 +18,7 @@ def test_every_unit_is_written_once_in_the_code():
             capture_output=True,
             text=True,
         ).stdout.split()
-        assert found == ["vae_sweep/metrics.py"], (text, found)
+        assert found == ["vae_sweep/registry.py"], (text, found)
 
 
 def test_columns_labels_and_units_block_come_from_one_entry():

@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 
 from helpers import CONF, cli, compose_config
 from vae_sweep import data, sprites
-from vae_sweep.errors import ConfigError, instantiate_group
+from vae_sweep.errors import ConfigError
+from vae_sweep.hydra_api import instantiate_group
 
 # Orientation classes 0, 13, 26, 39 (39 draws the same image as 0) and positions 0, 8, 16, 24: 1,152 images.
 SMALL = {"orientation": 13, "posX": 8, "posY": 8}

@@ -14,7 +14,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vae_sweep.errors import TRUSTED_TARGETS, ConfigError
+from vae_sweep.errors import ConfigError
+from vae_sweep.hydra_api import TRUSTED_TARGETS
 
 
 def find_conf_dir() -> Path:
@@ -30,10 +31,14 @@ CONF_DIR = find_conf_dir()
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", execution_whitelist=list(TRUSTED_TARGETS))
 def task(cfg: DictConfig) -> float | tuple[float, ...]:
-    """The task function: the sweeper receives what it returns."""
+    """The task function: the sweeper receives what it returns. A mistake found only now (the dataset, the model's
+    size, the checkpoint to resume from) ends the job in one line."""
     from vae_sweep.job import run
 
-    return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    try:
+        return run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 DEFAULT_SWEEP = "pareto"
@@ -47,7 +52,7 @@ def with_default_sweep(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
-    from vae_sweep.validate import check_argv
+    from vae_sweep.checks import check_argv
 
     if not (CONF_DIR / "config.yaml").is_file():
         here = Path(__file__).resolve().parent

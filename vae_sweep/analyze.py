@@ -7,7 +7,7 @@
 
 The same command is installed as `vae-sweep-analyze`, and a checkout has it as `python scripts/analyze.py`.
 
-Writes trials.csv, summary.md and the figures (vae_sweep.analysis_plots.FIGURES) into --out, by default
+Writes trials.csv, summary.md and the figures (vae_sweep.analysis.plots.FIGURES) into --out, by default
 `<first sweep dir>/analysis/`, then prints the status counts and where everything went. A figure without
 data is skipped with a warning. A wrong source prints `error: ...` and exits with status 2.
 """
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from vae_sweep import analysis
-from vae_sweep.analysis_plots import FORMATS, save_figures
+from vae_sweep.analysis.plots import FORMATS, save_figures
 from vae_sweep.errors import ConfigError
 
 

@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vae_sweep.errors import ConfigError
-from vae_sweep.outputs import atomic_write
+from vae_sweep.run_files import atomic_write
 
 if TYPE_CHECKING:
     from vae_sweep.train import Parts, TrainState

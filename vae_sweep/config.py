@@ -1,6 +1,6 @@
 """What the config is made of: its groups (one folder of conf/ each), and the typed schema of every setting.
 
-The schema gives each setting its type and the values it accepts, beside its name; `vae_sweep.validate` checks a
+The schema gives each setting its type and the values it accepts, beside its name; `vae_sweep.checks` checks a
 composed config against it before any work starts. The defaults stay in conf/*.yaml, with the comments users read:
 no schema class holds a default value, so there is one source of truth for each.
 
@@ -18,14 +18,14 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal
 
-from vae_sweep.metrics import OBJECTIVES
+from vae_sweep.registry import OBJECTIVES
 
 JOB_GROUPS = ("model", "loss", "likelihood", "optimizer", "scheduler", "dataset")  # each makes part of a job
 GROUPS = (*JOB_GROUPS, "sweep", "debug")  # every group a command line may choose an option of
 # Settings that change how a run runs or where it reads and writes, not what it computes: they define no experiment
-# (vae_sweep/study.py names studies without them) and are no parameter of a trial (vae_sweep/analysis_sources.py).
+# (vae_sweep/sweep/study.py names studies without them) and are no parameter of a trial (vae_sweep/analysis/sources.py).
 NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size", "resume")
-# The overrides a sweep adds to a trial's job to address its study trial (vae_sweep/trial.py): not parameters either.
+# The overrides a sweep adds to a trial's job to address its study trial (vae_sweep/sweep/trial.py): not parameters either.
 TRIAL_HANDLE = "trial."
 OPTIONAL_GROUPS = ("scheduler",)  # may be empty (scheduler=none); every other job group must name a `_target_`
 
@@ -93,7 +93,7 @@ Count = Annotated[int, Range(ge=0)]  # optimiser steps, samples
 Seed = Annotated[int, Range(ge=0)]
 Positive = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
-Objective = Literal[OBJECTIVES]  # the metrics a sweep may optimise (vae_sweep/metrics.py)
+Objective = Literal[OBJECTIVES]  # the metrics a sweep may optimise (vae_sweep/registry.py)
 Direction = Literal["minimize", "maximize"]
 DEVICE = Match(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
 
@@ -102,7 +102,7 @@ DEVICE = Match(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
 
 
 @dataclass
-class Disentanglement:  # eval.disentanglement: the metrics of datasets with factors (vae_sweep/factor_metrics.py)
+class DisentanglementSettings:  # eval.disentanglement: the metrics of datasets with factors (vae_sweep/disentangle/report.py)
     samples: Annotated[int, Range(ge=20)]  # MIG, DCI, SAP training points, FactorVAE variance points; tests: half
     batch_points: Annotated[int, Range(ge=20)]  # β-VAE and FactorVAE training points; evaluation: half
     batch_size: Annotated[int, Range(ge=2)]  # factor vectors per β-VAE / FactorVAE point (a variance needs 2)
@@ -111,21 +111,21 @@ class Disentanglement:  # eval.disentanglement: the metrics of datasets with fac
 
 
 @dataclass
-class Eval:
+class EvalSettings:
     iwae_k: Count  # importance samples for the IWAE bound; 0 skips it
     batch_size: PositiveInt  # validation batch size
     pictures: bool
     beta: Positive  # loss=multirate: the beta the one model is validated and pictured at
-    disentanglement: Disentanglement | None  # null: no disentanglement metrics
+    disentanglement: DisentanglementSettings | None  # null: no disentanglement metrics
 
 
 @dataclass
-class Curve:
+class CurveSettings:
     betas: Annotated[int, Range(ge=2)]  # loss=multirate: points along the curve
 
 
 @dataclass
-class Root:
+class RootSettings:
     """The top-level knobs. The group nodes and `hydra` have schemas of their own; keys added with `+` pass."""
 
     open: ClassVar[bool] = True
@@ -142,8 +142,8 @@ class Root:
     resume: str | None
     max_batches: PositiveInt | None
     progress: bool
-    eval: Eval
-    curve: Curve
+    eval: EvalSettings
+    curve: CurveSettings
     objectives: Annotated[
         Annotated[list[Objective], Length(min=1)] | Objective | None, Accepts(f"one or more of {', '.join(OBJECTIVES)}")
     ]
@@ -153,14 +153,14 @@ class Root:
 
 
 @dataclass
-class MLP:  # model=mlp
+class MLPSettings:  # model=mlp
     latent_dim: Annotated[PositiveInt, SIZE]
     hidden: Annotated[list[PositiveInt], SIZE]  # may be empty: a linear encoder and decoder
     split_heads: bool
 
 
 @dataclass
-class Conv:  # model=conv, model=conv64
+class ConvSettings:  # model=conv, model=conv64
     name: str
     latent_dim: Annotated[PositiveInt, SIZE]
     channels: Annotated[list[PositiveInt], Length(min=1), SIZE]
@@ -169,22 +169,26 @@ class Conv:  # model=conv, model=conv64
 
 
 @dataclass
-class Locatello:  # model=locatello
+class LocatelloSettings:  # model=locatello
     name: str
     latent_dim: Annotated[PositiveInt, SIZE]
 
 
 # --- loss and likelihood (vae_sweep/losses.py) ------------------------------------------------------------------
+# A loss's schema also says what the checks need to know of it, read by exact `_target_`, without importing it:
+# `stochastic` (it samples z and has a rate; losses.Loss) and `draws_curve` (one run gives the whole curve).
 
 
 @dataclass
-class BetaLoss:  # loss=beta, loss=elbo
+class BetaLossSettings:  # loss=beta, loss=elbo
+    stochastic: ClassVar[bool] = True
+    draws_curve: ClassVar[bool] = False
     beta: NonNegative
     warmup_steps: Count
 
 
 @dataclass
-class CapacityLoss:  # loss=capacity
+class CapacityLossSettings:  # loss=capacity
     gamma: NonNegative
     c_max: NonNegative  # nats per example
     c_steps: Count
@@ -192,7 +196,8 @@ class CapacityLoss:  # loss=capacity
 
 
 @dataclass
-class MultiRateLoss:  # loss=multirate (beta_min < beta_max, and eval.beta between them: validate.check_multirate)
+class MultiRateLossSettings:  # loss=multirate (beta_min < beta_max, and eval.beta between them: checks.check_multirate)
+    draws_curve: ClassVar[bool] = True
     beta_min: Positive
     beta_max: Positive
     conditioning: Literal["film", "gates", "both"]
@@ -200,12 +205,17 @@ class MultiRateLoss:  # loss=multirate (beta_min < beta_max, and eval.beta betwe
 
 
 @dataclass
-class NoSettings:  # loss=ae, likelihood=bernoulli
+class AutoencoderLossSettings:  # loss=ae: no settings, and no rate
+    stochastic: ClassVar[bool] = False
+
+
+@dataclass
+class NoSettings:  # likelihood=bernoulli
     pass
 
 
 @dataclass
-class Gaussian:  # likelihood=gaussian
+class GaussianSettings:  # likelihood=gaussian
     sigma: Positive  # in pixel units, images in [0, 1]
 
 
@@ -213,7 +223,7 @@ class Gaussian:  # likelihood=gaussian
 
 
 @dataclass
-class Adam:  # optimizer=adam, optimizer=adamw; betas, eps and amsgrad are torch's, for `+optimizer.eps=...`
+class AdamSettings:  # optimizer=adam, optimizer=adamw; betas, eps and amsgrad are torch's, for `+optimizer.eps=...`
     lr: Positive
     weight_decay: NonNegative
     fused: bool | None
@@ -223,7 +233,7 @@ class Adam:  # optimizer=adam, optimizer=adamw; betas, eps and amsgrad are torch
 
 
 @dataclass
-class SGD:  # optimizer=sgd
+class SGDSettings:  # optimizer=sgd
     lr: Positive
     momentum: NonNegative
     nesterov: bool
@@ -232,13 +242,13 @@ class SGD:  # optimizer=sgd
 
 
 @dataclass
-class StepLR:  # scheduler=step
+class StepLRSettings:  # scheduler=step
     step_size: PositiveInt  # epochs
     gamma: Positive
 
 
 @dataclass
-class ExponentialLR:  # scheduler=exponential
+class ExponentialLRSettings:  # scheduler=exponential
     gamma: Positive
 
 
@@ -246,26 +256,26 @@ class ExponentialLR:  # scheduler=exponential
 
 
 @dataclass
-class Split:  # dataset=mnist_5k, dataset=digits (val_size's upper end depends on the data: checked on loading)
+class SplitSettings:  # dataset=mnist_5k, dataset=digits (val_size's upper end depends on the data: checked on loading)
     val_size: PositiveInt
     split_seed: Seed
 
 
 @dataclass
-class TorchvisionMNIST:  # dataset=mnist, dataset=fashion_mnist
+class TorchvisionMNISTSettings:  # dataset=mnist, dataset=fashion_mnist
     variant: Literal["MNIST", "FashionMNIST"]
     data_dir: str
     download: bool
 
 
 @dataclass
-class CIFAR10:  # dataset=cifar10
+class CIFAR10Settings:  # dataset=cifar10
     data_dir: str
     download: bool
 
 
 @dataclass
-class CelebA:  # dataset=celeba (label_attribute is one of the 40 in the data: checked on loading)
+class CelebASettings:  # dataset=celeba (label_attribute is one of the 40 in the data: checked on loading)
     data_dir: str
     download: bool
     image_size: PositiveInt  # pixels
@@ -275,7 +285,7 @@ class CelebA:  # dataset=celeba (label_attribute is one of the 40 in the data: c
 
 
 @dataclass
-class Stride:  # keep every k-th class of each factor of the dSprites grid
+class StrideSettings:  # keep every k-th class of each factor of the dSprites grid
     shape: PositiveInt
     scale: PositiveInt
     orientation: PositiveInt
@@ -284,18 +294,18 @@ class Stride:  # keep every k-th class of each factor of the dSprites grid
 
 
 @dataclass
-class Sprites:  # dataset=sprites (val_size's upper end depends on the grid: checked on loading)
+class SpritesSettings:  # dataset=sprites (val_size's upper end depends on the grid: checked on loading)
     cache_dir: str
-    stride: Stride | None
+    stride: StrideSettings | None
     val_size: PositiveInt
     split_seed: Seed
 
 
 @dataclass
-class DSprites:  # dataset=dsprites
+class DSpritesSettings:  # dataset=dsprites
     data_dir: str
     download: bool
-    stride: Stride | None
+    stride: StrideSettings | None
     val_size: PositiveInt
     split_seed: Seed
 
@@ -304,13 +314,13 @@ class DSprites:  # dataset=dsprites
 
 
 @dataclass
-class Sampler:
+class SamplerSettings:
     open: ClassVar[bool] = True
     seed: Seed | None
 
 
 @dataclass
-class OptunaSweeper:
+class OptunaSweeperSettings:
     open: ClassVar[bool] = True
     n_trials: PositiveInt
     n_jobs: Annotated[PositiveInt | Literal[-1], Accepts("an integer >= 1, or -1 for one per core")]
@@ -320,31 +330,31 @@ class OptunaSweeper:
     ]
     study_name: str
     storage: str | None
-    sampler: Sampler
+    sampler: SamplerSettings
 
 
 SCHEMAS: dict[str, type] = {
-    "vae_sweep.models.mlp_vae": MLP,
-    "vae_sweep.models.conv_vae": Conv,
-    "vae_sweep.models.locatello_vae": Locatello,
-    "vae_sweep.losses.BetaVAELoss": BetaLoss,
-    "vae_sweep.losses.CapacityLoss": CapacityLoss,
-    "vae_sweep.losses.MultiRateLoss": MultiRateLoss,
-    "vae_sweep.losses.AutoencoderLoss": NoSettings,
+    "vae_sweep.models.mlp_vae": MLPSettings,
+    "vae_sweep.models.conv_vae": ConvSettings,
+    "vae_sweep.models.locatello_vae": LocatelloSettings,
+    "vae_sweep.losses.BetaVAELoss": BetaLossSettings,
+    "vae_sweep.losses.CapacityLoss": CapacityLossSettings,
+    "vae_sweep.losses.MultiRateLoss": MultiRateLossSettings,
+    "vae_sweep.losses.AutoencoderLoss": AutoencoderLossSettings,
     "vae_sweep.losses.Bernoulli": NoSettings,
-    "vae_sweep.losses.Gaussian": Gaussian,
-    "torch.optim.Adam": Adam,
-    "torch.optim.AdamW": Adam,
-    "torch.optim.SGD": SGD,
-    "torch.optim.lr_scheduler.StepLR": StepLR,
-    "torch.optim.lr_scheduler.ExponentialLR": ExponentialLR,
-    "vae_sweep.data.mnist_5k": Split,
-    "vae_sweep.data.sklearn_digits": Split,
-    "vae_sweep.downloaded.torchvision_mnist": TorchvisionMNIST,
-    "vae_sweep.downloaded.cifar10": CIFAR10,
-    "vae_sweep.downloaded.celeba": CelebA,
-    "vae_sweep.sprites.sprites": Sprites,
-    "vae_sweep.sprites.dsprites": DSprites,
-    "hydra_plugins.vae_sweep_sweeper.vae_optuna_sweeper.VaeOptunaSweeper": OptunaSweeper,
-    "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": OptunaSweeper,
+    "vae_sweep.losses.Gaussian": GaussianSettings,
+    "torch.optim.Adam": AdamSettings,
+    "torch.optim.AdamW": AdamSettings,
+    "torch.optim.SGD": SGDSettings,
+    "torch.optim.lr_scheduler.StepLR": StepLRSettings,
+    "torch.optim.lr_scheduler.ExponentialLR": ExponentialLRSettings,
+    "vae_sweep.data.mnist_5k": SplitSettings,
+    "vae_sweep.data.sklearn_digits": SplitSettings,
+    "vae_sweep.downloaded.torchvision_mnist": TorchvisionMNISTSettings,
+    "vae_sweep.downloaded.cifar10": CIFAR10Settings,
+    "vae_sweep.downloaded.celeba": CelebASettings,
+    "vae_sweep.sprites.sprites": SpritesSettings,
+    "vae_sweep.sprites.dsprites": DSpritesSettings,
+    "hydra_plugins.vae_sweep_sweeper.vae_optuna_sweeper.VaeOptunaSweeper": OptunaSweeperSettings,
+    "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": OptunaSweeperSettings,
 }

@@ -5,7 +5,7 @@ validation functions, as if it were a β-VAE trained at that β. Files (beside m
 
 - `curve.csv`: one row per β, ascending: `beta`, then `distortion_nats`, `rate_nats`, `neg_elbo_nats`,
   `mse_per_pixel`, `iwae_nll_nats` (when eval.iwae_k > 0) and `active_units` (names and units from
-  vae_sweep/metrics.py; nats per example, averaged over the validation set).
+  vae_sweep/registry.py; nats per example, averaged over the validation set).
 - `curve.png`: distortion against rate along β (the rate-distortion curve), each point labelled with its β.
 - `curve_strip.png`: the same validation images (top row) reconstructed from their posterior means at each β
   of the grid, one row per β, smallest β (most rate) first.
@@ -30,9 +30,9 @@ import torch
 
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.evaluate import active_units, eval_mode, iwae_nll, validation_terms
-from vae_sweep.metrics import METRICS
 from vae_sweep.pareto import MINIMIZE, hypervolume_2d
 from vae_sweep.pictures import posterior_means
+from vae_sweep.registry import METRICS
 
 log = logging.getLogger(__name__)
 

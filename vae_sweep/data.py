@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from vae_sweep.errors import ConfigError, instantiate_group
+from vae_sweep.errors import ConfigError
+from vae_sweep.hydra_api import instantiate_group
 
 log = logging.getLogger(__name__)
 

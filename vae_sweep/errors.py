@@ -1,42 +1,26 @@
-"""The one error type for user mistakes, a single line naming the setting and what it accepts, and the
-translations of the libraries' errors (Hydra's composition and instantiation) into it."""
+"""The errors vae_sweep reports as one line at its entry points (`__main__`, the analysis command, the sweeper's
+`sweep`), never as a traceback, and the helpers that word them. Code below the entry points raises these; only the
+entry points turn them into `SystemExit`."""
 
 import difflib
 
-# The `_target_`s that configs may build: the project's own, torch's optimisers and schedulers, and optuna's samplers
-# and pruners. Hydra 1.4 refuses any other once a list is given, and warns (an error from Hydra 1.5) without one, so
-# every instantiate here passes it, and so does `hydra.main` in __main__.py. A model of your own: add it here.
-TRUSTED_TARGETS = (
-    "vae_sweep.*",
-    "torch.optim.*",
-    "optuna.samplers.*",
-    "optuna.pruners.*",
-    "hydra_plugins.hydra_optuna_sweeper.*",
-)
+
+class VaeSweepError(Exception):
+    """Something the user can act on; its message is the one line the entry point prints."""
 
 
-class ConfigError(ValueError):
+class ConfigError(VaeSweepError, ValueError):
     """A setting the user gave cannot work. The message is one line: `setting=value: what it accepts`."""
 
 
-def instantiate_group(node, key: str, **kwargs):
-    """`hydra.utils.instantiate` for the config group `key`, with user mistakes kept to one line.
+class SweepStopped(VaeSweepError):
+    """A sweep stopped before its end on purpose (Ctrl-C, a signal, its failure budget); the message says what was
+    recorded and how to go on. Printed as it is, without `error:` unless it begins so."""
 
-    Hydra wraps whatever the target raises in an InstantiationException: a ConfigError from inside comes
-    back out as itself, and a bad keyword (`model.foo=1`) or value type becomes a ConfigError naming the group.
-    """
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
 
-    try:
-        return instantiate(node, **kwargs, _execution_whitelist_=list(TRUSTED_TARGETS))
-    except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        if isinstance(cause, (TypeError, ValueError)):
-            raise ConfigError(f"{key}: {cause}") from None
-        raise
+def one_line(e: VaeSweepError) -> str:
+    """What an entry point prints for `e`: `error: <message>` for a mistake, the message itself for a stop."""
+    return str(e) if isinstance(e, SweepStopped) else f"error: {e}"
 
 
 def first_line(e: BaseException) -> str:
@@ -52,53 +36,3 @@ def unknown_setting(setting: str, where: str, known: list[str], can_add: bool, n
     hint = f"did you mean {near[0]}? " if near else ""
     tail = f"(add a new key with +{setting}=...)" if can_add else f"(its settings: {', '.join(sorted(known))})"
     return ConfigError(f"{setting}: {where} has no setting {name!r}; {hint}{tail}")
-
-
-def compose(conf_dir, config_name: str, overrides: list[str]):
-    """Hydra's Compose API with the hydra node (`return_hydra_config`), its composition errors as one line each."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
-    from omegaconf.errors import OmegaConfBaseException
-
-    try:
-        with initialize_config_dir(config_dir=str(conf_dir)):
-            return hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
-    except MissingConfigException as e:
-        if not e.options or not e.missing_cfg_file:
-            raise ConfigError(first_line(e)) from None
-        group, _, option = e.missing_cfg_file.rpartition("/")
-        raise ConfigError(f"{group}={option}: no such option; {group} accepts {', '.join(e.options)}") from None
-    except ConfigCompositionException as e:
-        cause, line = e.__cause__, culprit(e, overrides)
-        full_key = getattr(cause, "full_key", None)
-        if full_key and line in overrides and "not in struct" in str(cause):  # recomposed without it for the hint
-            raise no_such_setting(full_key, conf_dir, config_name, [o for o in overrides if o != line]) from None
-        raise ConfigError(f"{line}: {first_line(cause or e)}") from None
-    except (HydraException, OmegaConfBaseException, ValueError) as e:
-        raise ConfigError(f"{culprit(e, overrides)}: {first_line(e)}") from None
-
-
-def culprit(e: BaseException, overrides: list[str]) -> str:
-    """The override that Hydra's message names (`'model.hiden'`), or else the whole command line."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    keys = [o.key_or_group for o in OverridesParser.create().parse_overrides(overrides)]
-    return next((line for line, key in zip(overrides, keys) if f"'{key}'" in str(e)), " ".join(overrides) or "config")
-
-
-def no_such_setting(full_key: str, conf_dir, config_name: str, others: list[str]) -> ConfigError:
-    """Hydra refused `full_key`: name the node it is missing from and the nearest setting it has. Settings may be
-    added (with +) only to a node without a `_target_`, since the target would refuse an unknown keyword."""
-    from omegaconf import DictConfig, OmegaConf
-
-    cfg = compose(conf_dir, config_name, others)  # the command line without the culprit
-    parent = full_key.rpartition(".")[0]
-    while parent and not isinstance(OmegaConf.select(cfg, parent), DictConfig):
-        parent = parent.rpartition(".")[0]
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    known = [k for k in node if k != "defaults" and not (k.startswith("_") and k.endswith("_"))]
-    choices = cfg.hydra.runtime.choices
-    where = f"{parent}={choices[parent]}" if parent in choices else parent or "the config"
-    name = full_key[len(parent) + 1 if parent else 0 :].split(".")[0]
-    return unknown_setting(full_key, where, known, can_add="_target_" not in node, name=name)

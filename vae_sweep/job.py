@@ -1,7 +1,9 @@
-"""One training job: validate, train, evaluate, write the run outputs, return the objective(s).
+"""One training job: check the config, train, evaluate, write the run outputs, return the objective(s).
 
 `run(cfg, out_dir)` is the task function behind `python -m vae_sweep`; a sweep calls it once per trial.
-It returns one float, or a tuple of floats when config names several objectives, and knows nothing of Optuna.
+It returns one float, or a tuple of floats when config names several objectives, and knows nothing of Optuna:
+a sweep trial with a pruning handle gets its per-epoch reporter from the sweep wing (`sweep.trial.epoch_reporter`),
+and a dataset with factors gets its scores from the disentangle wing (`disentangle.report`), each imported only then.
 """
 
 from __future__ import annotations
@@ -17,21 +19,19 @@ from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
 from vae_sweep.checkpoint import load_checkpoint, restore
+from vae_sweep.checks import check_config, check_factor_objectives
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.errors import ConfigError
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
-from vae_sweep.factor_metrics import check_objectives, disentanglement_metrics
-from vae_sweep.metrics import Status, units_block
 from vae_sweep.models import count_parameters
-from vae_sweep.outputs import write_metrics
 from vae_sweep.pictures import save_pictures
 from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
+from vae_sweep.registry import Status, units_block
+from vae_sweep.run_files import write_metrics
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
-from vae_sweep.trial import epoch_reporter
-from vae_sweep.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,11 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
     """Everything that can fail because of user input, before any training: config values, device,
     dataset, model-vs-image-size and its memory (in `build`), the checkpoint to resume from."""
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
-    validate(cfg, choices=choices)
+    check_config(cfg, choices=choices)
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
-    check_objectives(cfg, data)
+    check_factor_objectives(cfg, data)
     if cfg.batch_size > len(data.train_x):
         raise ConfigError(f"batch_size={cfg.batch_size}: must be at most the {len(data.train_x)} training examples")
     ckpt = load_checkpoint(cfg.resume, cfg) if cfg.resume else None
@@ -68,8 +68,6 @@ def run(cfg: DictConfig, out_dir: Path) -> float | tuple[float, ...]:
     with stop_on_signals(stop):
         try:
             data, parts, ckpt, device = prepare(cfg)
-        except ConfigError as e:
-            raise SystemExit(f"error: {e}") from None
         except Preempted as e:
             ended = {"status": Status.INTERRUPTED, "signal": e.signal, "epochs": 0, "steps": 0}
             write_metrics(out_dir, ended | {"error": f"Preempted: {e.signal} before training started"})
@@ -88,10 +86,10 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     if ckpt is not None:
         restore(parts, ckpt, state)
         log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
-    base = describe(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
+    base = run_identity(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
     write_metrics(out_dir, base | {"status": Status.RUNNING})
     try:
-        fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), epoch_reporter(cfg))
+        fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), pruning_reporter(cfg))
         state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
         state.stop.check()
         metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
@@ -112,6 +110,16 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     return objectives(cfg, metrics)
 
 
+def pruning_reporter(cfg: DictConfig):
+    """A sweep trial with a pruning handle (`+trial.*`, vae_sweep/sweep/trial.py): the function that reports each
+    epoch's validation objective to its study and says whether to stop; None for every other job."""
+    if not cfg.get("trial"):
+        return None
+    from vae_sweep.sweep.trial import epoch_reporter
+
+    return epoch_reporter(cfg)
+
+
 def preempted(e: BaseException, out_dir: Path) -> dict:
     """metrics.json's `signal` for a job stopped by one; the exception learns the run dir, for the message."""
     if not isinstance(e, Preempted):
@@ -121,7 +129,7 @@ def preempted(e: BaseException, out_dir: Path) -> dict:
     return {"signal": e.signal}
 
 
-def describe(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:
+def run_identity(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:
     """The run's identity in metrics.json: its settings, size and units."""
     knobs = {k: cfg.get(k) for k in ("beta", "latent_dim", "lr", "batch_size", "seed")}
     return {
@@ -154,7 +162,7 @@ def timings(state: TrainState, start: float) -> dict:
 
 
 def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state: TrainState, out_dir: Path) -> dict:
-    """Validation metrics in the units of `vae_sweep.metrics`, and the pictures; for loss=multirate, at eval.beta,
+    """Validation metrics in the units of `vae_sweep.registry`, and the pictures; for loss=multirate, at eval.beta,
     and the curve along beta (curve.csv, curve.png, curve_strip.png); on a dataset with factors, the
     disentanglement scores."""
     stochastic = parts.loss.stochastic
@@ -169,15 +177,17 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
             metrics["iwae_k"] = cfg.eval.iwae_k
     if cfg.eval.pictures:
         save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
-    return metrics | factor_metrics(cfg, parts, data, out_dir, val.get("kl_per_dim"))
+    return metrics | disentanglement_scores(cfg, parts, data, out_dir, val.get("kl_per_dim"))
 
 
-def factor_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path, kl_per_dim) -> dict:
-    """Datasets with factors: the disentanglement scores (`vae_sweep.factor_metrics`), and traversals_factors.png
+def disentanglement_scores(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path, kl_per_dim) -> dict:
+    """Datasets with factors: the disentanglement scores (`vae_sweep.disentangle.report`), and traversals_factors.png
     with the pictures; none for other datasets or with eval.disentanglement=null."""
     settings = cfg.eval.get("disentanglement")
     if data.factors is None or settings is None:
         return {}
+    from vae_sweep.disentangle.report import disentanglement_metrics
+
     where = out_dir if cfg.eval.pictures else None
     return disentanglement_metrics(parts.model, data, settings, cfg.eval.batch_size, where, kl_per_dim)
 

@@ -12,9 +12,54 @@ of named scalar terms, so every term gets logged without extra code. `loss` is t
 from __future__ import annotations
 
 import math
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+# --- the contracts: what training and evaluation ask of a likelihood and a loss ----------------------------
+
+
+class Likelihood(Protocol):
+    """p(x|z): the distortion term."""
+
+    def distortion(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z) in nats, summed over pixels: logits, x (B, C, H, W) -> (B,)."""
+        ...
+
+
+class Loss(Protocol):
+    """An objective built from the shared terms. `stochastic`: the model samples z and the loss has a rate (False:
+    z = mu, no rate, as loss=ae). Called once per optimiser step; returns scalar batch means by name, `loss` the one
+    minimised, so that every term is logged."""
+
+    stochastic: bool
+
+    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """distortion, rate: (B,) in nats; step: optimiser steps taken so far."""
+        ...
+
+
+@runtime_checkable
+class BetaConditionedLoss(Protocol):
+    """A loss that trains one model for a range of β (loss=multirate): it wraps the model so that it hears each
+    example's β, draws those βs per step, and weighs each example's rate by its own β."""
+
+    stochastic: bool
+
+    def condition(self, model: nn.Module) -> nn.Module:
+        """`model` wrapped to take `beta=(B,)` in forward, with `set_beta(b)` for evaluation at one β."""
+        ...
+
+    def sample_beta(self, batch_size: int, device: torch.device | str | None = None) -> torch.Tensor:
+        """(B,) βs for one training step."""
+        ...
+
+    def __call__(
+        self, distortion: torch.Tensor, rate: torch.Tensor, step: int, beta: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]: ...
+
 
 # --- likelihoods p(x|z): the distortion term --------------------------------------------------------------
 

@@ -7,13 +7,11 @@ inside the epoch, and metrics.json says `interrupted` with the signal's name. Af
 IWAE, pictures, which may take minutes) the handler raises at once: model.pt already holds every epoch.
 
 `Preempted` is a KeyboardInterrupt, so that a sweep running the job in its own process stops the way Ctrl-C stops
-it (vae_sweep/sweeper.py). A job that runs in another process than its sweep's (joblib, submitit) raises
+it (vae_sweep/sweep/sweeper.py). A job that runs in another process than its sweep's (joblib, submitit) raises
 `PreemptedJob`, an ordinary exception, instead: the launcher hands it back as a failed job, the sweep records the
 trial `interrupted` (its metrics.json says so) and goes on.
 
-In the sweep, an interrupted trial whose run dir holds a model.pt with fewer epochs than it was configured for is
-continued by a new trial with the same parameters (`next_resumption`): user attributes `resume_of` (the old trial's
-number) and `resume` (its run dir), and the job override `resume=<that run dir>`. Each trial is continued at most once.
+A sweep continues an interrupted trial from its model.pt (vae_sweep/sweep/resumption.py).
 """
 
 from __future__ import annotations
@@ -25,16 +23,6 @@ import signal
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-import torch
-
-from vae_sweep.metrics import Status
-
-if TYPE_CHECKING:
-    import optuna
-    from optuna.trial import FrozenTrial
 
 log = logging.getLogger(__name__)
 SIGNALS = ("SIGTERM", "SIGUSR2")  # what Slurm, and Slurm through submitit, send before killing a job
@@ -99,46 +87,3 @@ def in_worker() -> bool:
     """Whether this job runs in another process than the sweep that records it (joblib, submitit)."""
     pid = os.environ.get(SWEEPER_PID)
     return pid is not None and pid != str(os.getpid())
-
-
-def unfinished(checkpoint: Path) -> tuple[int, int] | None:
-    """(epochs done, epochs configured) of a checkpoint that has fewer epochs than its run was configured for;
-    None when it is missing, unreadable or complete. mmap: only the few numbers read are loaded."""
-    if not checkpoint.is_file():
-        return None
-    try:
-        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-        done, configured = int(ckpt["epoch"]), int(ckpt["config"]["epochs"])
-    except Exception:  # a truncated or foreign file: nothing to continue
-        return None
-    return (done, configured) if done < configured else None
-
-
-def next_resumption(trials: list[FrozenTrial]) -> tuple[FrozenTrial, Path] | None:
-    """The first interrupted trial whose run dir holds an unfinished model.pt and that no trial continues yet,
-    with that run dir; None when there is none."""
-    from optuna.trial import TrialState
-
-    claimed = {t.user_attrs.get("resume_of") for t in trials}
-    for t in trials:
-        if t.state != TrialState.FAIL or t.user_attrs.get("status") != Status.INTERRUPTED or t.number in claimed:
-            continue
-        run_dir = t.user_attrs.get("run_dir") or (t.user_attrs.get("metrics") or {}).get("run_dir")
-        if run_dir and (progress := unfinished(Path(run_dir) / "model.pt")):
-            log.info(
-                "trial %d was interrupted after %d of %d epochs: continuing it from %s", t.number, *progress, run_dir
-            )
-            return t, Path(run_dir)
-    return None
-
-
-def enqueue_resumption(study: optuna.Study, trials: list[FrozenTrial]) -> str | None:
-    """Enqueue the next interrupted trial to continue (`next_resumption`) with its parameters and user attributes
-    `resume_of` and `resume`, so that `study.ask()` returns it; its job's override `resume=<run dir>`, or None."""
-    from vae_sweep.trial import quoted
-
-    if (resumed := next_resumption(trials)) is None:
-        return None
-    old, run_dir = resumed
-    study.enqueue_trial(old.params, user_attrs={"resume_of": old.number, "resume": str(run_dir)})
-    return f"resume={quoted(str(run_dir))}"

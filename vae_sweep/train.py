@@ -19,15 +19,15 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_sweep.checkpoint import save_checkpoint
+from vae_sweep.checks import check_fits_in_memory
 from vae_sweep.data import ImageData, as_float
-from vae_sweep.errors import instantiate_group
 from vae_sweep.evaluate import validation_terms
-from vae_sweep.losses import rate
-from vae_sweep.metrics import Status
+from vae_sweep.hydra_api import instantiate_group
+from vae_sweep.losses import BetaConditionedLoss, Likelihood, Loss, rate
 from vae_sweep.models import VAE, count_parameters
-from vae_sweep.outputs import write_history
 from vae_sweep.preemption import Preempted, StopRequest
-from vae_sweep.validate import check_fits_in_memory
+from vae_sweep.registry import Status
+from vae_sweep.run_files import write_history
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,8 @@ class Parts:
     model: VAE
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
-    loss: object  # a losses.*Loss: __call__(distortion (B,), rate (B,), step) -> dict of scalar terms
-    likelihood: object  # losses.Bernoulli or losses.Gaussian
+    loss: Loss  # __call__(distortion (B,), rate (B,), step) -> dict of scalar terms (losses.Loss)
+    likelihood: Likelihood  # losses.Bernoulli or losses.Gaussian
 
 
 @dataclass
@@ -68,7 +68,7 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     check_fits_in_memory(cfg, count_parameters(sized), device)
     model = instantiate_group(cfg.model, "model", input_shape=input_shape)
     loss = instantiate_group(cfg.loss, "loss")
-    if hasattr(loss, "condition"):
+    if isinstance(loss, BetaConditionedLoss):
         model = loss.condition(model)
         model.set_beta(cfg.eval.beta)  # the beta it is validated and pictured at
     model = model.to(device)
@@ -90,7 +90,7 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     resumed from that checkpoint regenerates the same order and goes on from the next batch."""
     model, optimizer, loss, likelihood = parts.model, parts.optimizer, parts.loss, parts.likelihood
     x_all, batch_size, sample = data.train_x, int(cfg.batch_size), loss.stochastic
-    multirate = hasattr(loss, "sample_beta")  # loss=multirate: a beta per example, given to model and loss
+    multirate = isinstance(loss, BetaConditionedLoss)  # loss=multirate: a beta per example, to model and loss
     model.train()
     epoch_start, stop = state.shuffle.get_state(), state.stop
     order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
@@ -131,7 +131,7 @@ def fit(
     after_epoch: Callable[[dict], bool] | None = None,
 ) -> TrainState:
     """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt.
-    `after_epoch(history row)` returning True stops training with status pruned (a sweep's pruner, vae_sweep/trial.py).
+    `after_epoch(history row)` returning True stops training with status pruned (a sweep's pruner, vae_sweep/sweep/trial.py).
     A stop request (state.stop) raises `Preempted` once model.pt holds every finished step."""
     with logging_redirect_tqdm():  # log lines print above the bar instead of through it
         bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not progress, leave=False)

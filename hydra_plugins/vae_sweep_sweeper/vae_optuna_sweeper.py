@@ -1,6 +1,6 @@
 """Hydra only instantiates sweepers defined under the `hydra_plugins` namespace, and imports every module
 there at start-up. So this is a thin shell, like hydra-optuna-sweeper's own: the work is in
-`vae_sweep.sweeper`, imported only when a sweep starts."""
+`vae_sweep.sweep.sweeper`, imported only when a sweep starts."""
 
 from typing import Any
 
@@ -11,7 +11,7 @@ from omegaconf import DictConfig
 
 class VaeOptunaSweeper(Sweeper):
     def __init__(self, **kwargs: Any) -> None:
-        from vae_sweep.sweeper import VaeOptunaSweeperImpl
+        from vae_sweep.sweep.sweeper import VaeOptunaSweeperImpl
 
         self.sweeper = VaeOptunaSweeperImpl(**kwargs)
 

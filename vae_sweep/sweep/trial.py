@@ -1,0 +1,126 @@
+"""A sweep trial as its job sees it: a handle on the study trial, for pruning; and its pictures as Optuna artifacts.
+
+hydra-optuna-sweeper gives a job no trial object (hydra issues #1710, #1954, #3201), and a job may run in another
+process or on another machine (joblib, submitit), so no in-memory object can cross. When the sweep has a pruner, the
+sweeper adds the trial's address to the job's overrides instead:
+
+    +trial.storage=<the study's storage URL, a SQLite path made absolute> +trial.study=<study name> +trial.number=<n>
+
+and they land in the run's config (`.hydra/config.yaml`, key `trial`). The job reopens the trial from them and,
+after every epoch, reports its validation objective (`val_<objective>` of history.csv; for `iwae_nll`, the negative
+ELBO, its upper bound, since an IWAE pass every epoch would cost iwae_k times the validation) at step = the epoch,
+and stops when the sweep's pruner (`hydra/sweeper/pruner=...`, read from the job's Hydra config) says so.
+Without a pruner nothing is added, and the job opens no connection to the study.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+PICTURES = "*.png"  # what goes into the study as artifacts, from each trial's run dir
+# objective -> the history.csv column reported after each epoch (an IWAE pass every epoch would cost iwae_k times the
+# validation, so iwae_nll reports its upper bound); an objective not listed has no per-epoch value and cannot be pruned
+EPOCH_VALUE = {
+    "distortion": "val_distortion",
+    "rate": "val_rate",
+    "neg_elbo": "val_neg_elbo",
+    "mse": "val_mse",
+    "iwae_nll": "val_neg_elbo",
+}
+
+
+def pruning(pruner: Any) -> bool:
+    """Whether `pruner` can prune at all (optuna's NopPruner, `hydra/sweeper/pruner=none`, cannot)."""
+    import optuna
+
+    return pruner is not None and not isinstance(pruner, optuna.pruners.NopPruner)
+
+
+def refusal(pruner: Any, n_objectives: int, objective: str | None, storage: str | None) -> str | None:
+    """Why `pruner` cannot work in this sweep, or None when it can (or prunes nothing)."""
+    if not pruning(pruner):
+        return None
+    if n_objectives > 1:  # a trial's place on a front has no median, and optuna's Trial.report refuses
+        return (
+            f"Optuna prunes single-objective studies only (there is no median of {n_objectives} objectives); "
+            "use hydra/sweeper/pruner=none, or one objective (sweep=elbo)"
+        )
+    if objective not in EPOCH_VALUE:
+        return (
+            f"objectives=[{objective}] has no value after each epoch to prune on (those that do: "
+            f"{', '.join(EPOCH_VALUE)}); use hydra/sweeper/pruner=none"
+        )
+    if not storage:
+        return (
+            "jobs reach their trial through the study's storage, and hydra.sweeper.storage is null; give a "
+            "database URL (the default is sqlite:///multirun/<name>.db)"
+        )
+    return None
+
+
+def handle_overrides(storage: str, study: str, number: int) -> tuple[str, ...]:
+    """The job overrides that address trial `number` of `study` in `storage`."""
+    if storage.startswith("sqlite:///"):  # a job under submitit may start in another folder
+        storage = "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
+    return f"+trial.storage={quoted(storage)}", f"+trial.study={quoted(study)}", f"+trial.number={number}"
+
+
+def quoted(text: str) -> str:
+    """`text` as a quoted Hydra override value (study names hold `[`, `,` and `=`)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def epoch_reporter(cfg: DictConfig) -> Callable[[dict], bool] | None:
+    """For a sweep trial with a pruner: a function of an epoch's history row that reports its validation objective
+    to the trial and says whether to stop. None otherwise."""
+    handle = cfg.get("trial")
+    if not handle:
+        return None
+    trial = open_trial(handle)
+    key = EPOCH_VALUE[cfg.objectives[0]]
+
+    def report(row: dict) -> bool:
+        trial.report(float(row[key]), step=int(row["epoch"]))
+        return trial.should_prune()
+
+    return report
+
+
+def open_trial(handle: DictConfig):
+    """The study trial that `handle` (storage, study, number) addresses, under the sweep's pruner."""
+    import optuna
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import instantiate
+
+    from vae_sweep.sweep.study import make_storage
+
+    pruner = instantiate(HydraConfig.get().sweeper.pruner, _execution_whitelist_="optuna.pruners.*")
+    storage = make_storage(handle.storage)
+    study = optuna.load_study(
+        study_name=handle.study, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
+    )  # the job samples nothing: the cheapest
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(handle.study), int(handle.number)
+    )
+    return optuna.trial.Trial(study, trial_id)
+
+
+def upload_pictures(study, trial, run_dir: Path, artifact_dir: str | None) -> list[str]:
+    """Store the run's pictures as the trial's artifacts in a file store at `artifact_dir` (created; None: none),
+    where optuna-dashboard shows them beside the trial (`--artifact-dir`). Returns the artifact ids."""
+    if not artifact_dir:
+        return []
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    pictures = sorted(run_dir.glob(PICTURES))
+    if not pictures:
+        return []
+    Path(artifact_dir).mkdir(parents=True, exist_ok=True)
+    store = FileSystemArtifactStore(artifact_dir)
+    return [upload_artifact(artifact_store=store, file_path=str(p), study_or_trial=trial) for p in pictures]
