@@ -19,7 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
-from vae_sweep import analysis
+from vae_sweep.analysis import frame
 from vae_sweep.analysis.plots import FORMATS, save_figures
 from vae_sweep.errors import ConfigError
 
@@ -39,14 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s")
     try:
-        sources = args.sources or [analysis.latest_sweep()]
-        df = analysis.load_sweep(sources, study=args.study)
-        out = args.out or analysis.default_out_dir(sources, df)
-        paths = analysis.write_tables(df, out, args.top) | save_figures(df, out, args.format)
+        sources = args.sources or [frame.latest_sweep()]
+        df = frame.load_sweep(sources, study=args.study)
+        out = args.out or frame.default_out_dir(sources, df)
+        paths = frame.write_tables(df, out, args.top) | save_figures(df, out, args.format)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(analysis.status_line(df))
+    print(frame.status_line(df))
     print(f"wrote {len(paths)} files to {out}: {', '.join(p.name for p in paths.values())}")
     return 0
 
