@@ -14,7 +14,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from vae_sweep.errors import ConfigError
+from vae_sweep.errors import ConfigError, RunFailed
 from vae_sweep.hydra_api import TRUSTED_TARGETS
 
 
@@ -37,7 +37,7 @@ def task(cfg: DictConfig) -> float | tuple[float, ...]:
 
     try:
         return run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except ConfigError as e:
+    except (ConfigError, RunFailed) as e:
         raise SystemExit(f"error: {e}") from None
 
 
@@ -69,8 +69,12 @@ def main() -> None:
 
     try:
         task()
-    except Preempted as e:  # a single job stopped by SIGTERM or SIGUSR2 (a sweep says so itself, in one line)
+    except Preempted as e:  # a single job stopped by SIGTERM, SIGUSR2 or Ctrl-C (a sweep says so itself, in one line)
+        if e.run_dir is None:  # before training started
+            sys.exit(f"interrupted ({e.signal}) before training started: nothing to save; run the command again")
         sys.exit(f"interrupted ({e.signal}): model.pt saved; continue with resume={e.run_dir}")
+    except KeyboardInterrupt:  # Ctrl-C before the job's handlers are set, or after they are given back
+        sys.exit("interrupted: nothing was saved")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,8 @@ def checkpoint_path(resume: str) -> Path:
 
 
 def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
-    """Read a checkpoint safely (weights_only=True: no code runs) and check that it fits this run's config."""
+    """Read a checkpoint safely (weights_only=True: no code runs) and check that it fits this run's config. One that
+    holds every configured epoch is accepted: the run then only evaluates it."""
     path = checkpoint_path(resume)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -68,9 +69,9 @@ def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
                 raise ConfigError(
                     f"resume={resume}: the checkpoint has {k}={a}, this run asks for {k}={b}; they must match"
                 )
-    if ckpt["epoch"] >= cfg.epochs:
+    if ckpt["epoch"] > cfg.epochs:  # as many: training is done, and the run evaluates the checkpoint
         raise ConfigError(
-            f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs above that to continue"
+            f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs to at least that"
         )
     return ckpt
 

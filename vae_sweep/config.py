@@ -331,6 +331,8 @@ class OptunaSweeperSettings:
     study_name: str
     storage: str | None
     sampler: SamplerSettings
+    storage_retry_seconds: Annotated[float, Range(ge=0)]  # how long a lost database is tried again (s)
+    wait_seconds: Annotated[float, Range(gt=0)]  # how long to wait for other workers' running trials (s)
 
 
 SCHEMAS: dict[str, type] = {

@@ -18,6 +18,11 @@ class SweepStopped(VaeSweepError):
     recorded and how to go on. Printed as it is, without `error:` unless it begins so."""
 
 
+class RunFailed(VaeSweepError):
+    """A single job stopped by a fault of its surroundings (a full disk, a folder it cannot write); the message says
+    what it left on disk."""
+
+
 def one_line(e: VaeSweepError) -> str:
     """What an entry point prints for `e`: `error: <message>` for a mistake, the message itself for a stop."""
     return str(e) if isinstance(e, SweepStopped) else f"error: {e}"

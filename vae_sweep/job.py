@@ -23,7 +23,7 @@ from vae_sweep.checks import check_config, check_factor_objectives
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.curve import beta_grid, write_curve
-from vae_sweep.errors import ConfigError
+from vae_sweep.errors import ConfigError, RunFailed
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
 from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
@@ -85,10 +85,11 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     state = TrainState(shuffle=torch.Generator().manual_seed(cfg.seed), stop=stop)
     if ckpt is not None:
         restore(parts, ckpt, state)
-        log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
+        done = " (every epoch: evaluating it)" if state.epoch >= cfg.epochs else ""
+        log.info("resumed from %s at epoch %d%s", cfg.resume, state.epoch, done)
     base = run_identity(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
-    write_metrics(out_dir, base | {"status": Status.RUNNING})
     try:
+        write_metrics(out_dir, base | {"status": Status.RUNNING})
         fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), pruning_reporter(cfg))
         state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
         state.stop.check()
@@ -98,9 +99,11 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     except BaseException as e:  # record every way a run can end, then let it propagate
         status = Status.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Status.FAILED
         ended = {"status": status, "error": f"{type(e).__name__}: {e}"}
-        write_metrics(out_dir, base | timings(state, start) | ended | preempted(e, out_dir))
+        written = write_end(out_dir, base | timings(state, start) | ended | preempted(e, out_dir))
         if isinstance(e, Preempted) and in_worker():  # the sweep in another process records it and goes on
             raise PreemptedJob(f"interrupted ({e.signal}) after {state.epoch} epochs, {state.step} steps") from None
+        if isinstance(e, OSError) and not in_sweep():  # a sweep records the error itself and decides what follows
+            raise RunFailed(write_fault(e, out_dir, state.epoch, written)) from None
         raise
     metrics = base | metrics | timings(state, start) | {"status": state.status}
     if state.reason:
@@ -108,6 +111,24 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     write_metrics(out_dir, metrics)
     log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.get("objectives") or ()))
     return objectives(cfg, metrics)
+
+
+def write_end(out_dir: Path, metrics: dict) -> bool:
+    """metrics.json for a run that stopped; False when it cannot be written (the disk is full), logged."""
+    try:
+        write_metrics(out_dir, metrics)
+    except OSError as e:
+        log.error("metrics.json not written in %s: %s", out_dir, e.strerror or e)
+        return False
+    return True
+
+
+def write_fault(e: OSError, out_dir: Path, epochs: int, written: bool) -> str:
+    """The one line for a run stopped by a write error: what failed, and what the run dir still holds."""
+    what = f"{e.strerror or type(e).__name__} ({e.filename or out_dir})"
+    kept = f"model.pt and history.csv hold {epochs} epoch(s)" if epochs else "no epoch was saved"
+    record = "metrics.json says failed" if written else "metrics.json could not be written: it still says running"
+    return f"{what}: the run stopped; {record}; {kept}; free space and resume with resume={out_dir}"
 
 
 def pruning_reporter(cfg: DictConfig):

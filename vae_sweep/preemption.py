@@ -1,8 +1,8 @@
 """Surviving preemption: a job that gets SIGTERM or SIGUSR2 saves model.pt and ends `interrupted`; a sweep resumes it.
 
-Slurm sends SIGTERM (through submitit, SIGUSR2) some time before it kills a job. While a job trains, the handlers
-below turn either signal into a request to stop, which the training loop honours after the optimiser step it is in
-(vae_sweep/train.py), so no step is cut in half: it raises `Preempted`, the checkpoint is saved with its position
+Slurm sends SIGTERM (through submitit, SIGUSR2) some time before it kills a job, and Ctrl-C sends SIGINT. While a
+job trains, the handlers below turn each of them into a request to stop, which the training loop honours after the
+optimiser step it is in (vae_sweep/train.py), so no step is cut in half: it raises `Preempted`, the checkpoint is saved with its position
 inside the epoch, and metrics.json says `interrupted` with the signal's name. After training (the final metrics,
 IWAE, pictures, which may take minutes) the handler raises at once: model.pt already holds every epoch.
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 SIGNALS = ("SIGTERM", "SIGUSR2")  # what Slurm, and Slurm through submitit, send before killing a job
+STOP_SIGNALS = (*SIGNALS, "SIGINT")  # ... and Ctrl-C, which stops a job the same way: model.pt saved, `interrupted`
 SWEEPER_PID = "VAE_SWEEP_SWEEPER_PID"  # set by the sweep before it launches jobs: the process that records them
 
 
@@ -57,7 +58,7 @@ class StopRequest:
 
 @contextlib.contextmanager
 def stop_on_signals(request: StopRequest) -> Iterator[StopRequest]:
-    """While the block runs, SIGTERM and SIGUSR2 set `request` (or raise `Preempted` when `request.defer` is off);
+    """While the block runs, SIGTERM, SIGUSR2 and SIGINT (Ctrl-C) set `request` (or raise `Preempted` when `request.defer` is off);
     the previous handlers come back afterwards. Only the main thread may set handlers: elsewhere nothing changes."""
     if threading.current_thread() is not threading.main_thread():
         yield request
@@ -69,7 +70,7 @@ def stop_on_signals(request: StopRequest) -> Iterator[StopRequest]:
         if not request.defer:
             raise Preempted(request.signal)
 
-    names = [n for n in SIGNALS if hasattr(signal, n)]  # SIGUSR2 does not exist on Windows
+    names = [n for n in STOP_SIGNALS if hasattr(signal, n)]  # SIGUSR2 does not exist on Windows
     previous = {n: signal.signal(getattr(signal, n), handle) for n in names}
     try:
         yield request

@@ -16,10 +16,14 @@ from pathlib import Path
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temporary file in the same folder and rename it over `path`, so a reader never sees a
-    half-written file and a crash never leaves one. `write(tmp_path)` does the writing."""
+    half-written file and a failed write (disk full, Ctrl-C) leaves neither a half-written file nor the temporary one. `write(tmp_path)` does the writing."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, Ctrl-C, a signal: the old file stays as it was, and no temp file is left
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def nan_to_none(x: object) -> object:

@@ -180,7 +180,7 @@ def fake_run_dir(path: Path, epoch: int, configured: int) -> Path:
 
 
 @pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
-def test_ask_continues_each_unfinished_interrupted_trial_once(tmp_path):
+def test_ask_continues_each_interrupted_trial_with_a_model_pt_once(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
     impl = sweeper({"_target_": "optuna.samplers.RandomSampler", "seed": 0}, n_trials=4, storage=url)
     study = optuna.create_study(study_name="s", storage=make_storage(url, (60, 120)), directions=["minimize"] * 2)
@@ -193,7 +193,7 @@ def test_ask_continues_each_unfinished_interrupted_trial_once(tmp_path):
     batch = impl._ask(study, dists, {}, [], parallel=3)
     assert [t.number for t, _ in batch] == [3, 4, 5]
     resumed = {t.user_attrs["resume_of"]: (t, o) for t, o in batch if "resume_of" in t.user_attrs}
-    assert sorted(resumed) == [0, 2]  # trial 1's model.pt holds every epoch: nothing to continue
+    assert sorted(resumed) == [0, 1, 2]  # trial 1's model.pt holds every epoch: its continuation only evaluates it
     for n, (t, overrides) in resumed.items():
         assert t.params == old[n].params and t.user_attrs["resume"] == str(dirs[n])
         assert f"resume='{dirs[n]}'" in overrides

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from helpers import cli
 from vae_sweep.runtime import cpu_count
-from vae_sweep.sweep.resumption import unfinished
+from vae_sweep.sweep.resumption import resumable
 
 FAST = ["debug=tiny", "eval.pictures=false"]
 
@@ -171,7 +171,7 @@ def test_killed_sweep_resumes_to_exactly_n_trials(tmp_path, sig):
     # had finished an epoch) takes its parameters
     continued = [t for t in finished if t.user_attrs.get("resume_of") == interrupted[0].number]
     assert len(set(param_sets(finished))) == len(finished) and len(set(param_sets(trials))) == 6 - len(continued)
-    assert len(continued) == (unfinished(tmp_path / "first" / str(interrupted[0].number) / "model.pt") is not None)
+    assert len(continued) == (resumable(tmp_path / "first" / str(interrupted[0].number) / "model.pt") is not None)
     assert len(list((tmp_path / "second").glob("*/metrics.json"))) == 5 - len(before)  # nothing ran twice
     if sig == signal.SIGKILL:
         assert "stopped beating (their process died): marked interrupted" in res.stderr + res.stdout

@@ -69,8 +69,9 @@ def _engine(url: str) -> sqlalchemy.Engine:
 
 
 @contextlib.contextmanager
-def storage_lock(url: str | None, study: str) -> Iterator[None]:
-    """Hold study `study`'s lock in storage `url` while the block runs (see the module's docstring); no URL: none."""
+def storage_lock(url: str | None, study: str, retry_seconds: float = 0) -> Iterator[None]:
+    """Hold study `study`'s lock in storage `url` while the block runs (see the module's docstring); no URL: none.
+    A server that does not answer is tried again for up to `retry_seconds` (vae_sweep/sweep/outage.py)."""
     if not url:
         yield
         return
@@ -79,11 +80,13 @@ def storage_lock(url: str | None, study: str) -> Iterator[None]:
         with _file_lock(url):
             yield
     elif backend == "postgresql":
-        # A transaction-level lock: whatever happens in the block, leaving `begin()` ends the transaction and the
-        # lock with it. A process killed while holding it loses its connection, and the server releases the lock.
-        with _engine(url).begin() as conn:
-            conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(study)})
+        from vae_sweep.sweep.outage import retrying
+
+        conn = retrying(lambda: _advisory_lock(url, study), url, retry_seconds)
+        try:
             yield
+        finally:
+            _release(conn)
     else:
         if url not in _unlocked:
             _unlocked.add(url)
@@ -91,6 +94,28 @@ def storage_lock(url: str | None, study: str) -> Iterator[None]:
                 "%s: count-then-ask is not serialised on %s: processes may overshoot n_trials", shown(url), backend
             )
         yield
+
+
+def _advisory_lock(url: str, study: str) -> sqlalchemy.Connection:
+    """A connection in a transaction that holds the study's transaction-level advisory lock. Ending the transaction
+    ends the lock; a process killed while holding it loses its connection, and the server releases the lock."""
+    conn = _engine(url).connect()
+    try:
+        conn.begin()
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:key)"), {"key": lock_key(study)})
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _release(conn: sqlalchemy.Connection) -> None:
+    """End the lock's transaction. A connection the server dropped meanwhile took the lock with it: nothing to do."""
+    try:
+        conn.commit()
+        conn.close()
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        log.warning("the study's lock was lost with its connection (%s): the server released it", type(e).__name__)
 
 
 @contextlib.contextmanager

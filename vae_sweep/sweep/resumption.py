@@ -1,8 +1,9 @@
 """Continuing interrupted trials: the sweep half of surviving preemption (the job half is vae_sweep/preemption.py).
 
-An interrupted trial whose run dir holds a model.pt with fewer epochs than it was configured for is continued by a
-new trial with the same parameters (`next_resumption`): user attributes `resume_of` (the old trial's number) and
-`resume` (its run dir), and the job override `resume=<that run dir>`. Each trial is continued at most once.
+An interrupted trial whose run dir holds a model.pt is continued by a new trial with the same parameters
+(`next_resumption`): it trains the epochs left, or, when model.pt holds them all (the stop came during the final
+evaluation), only evaluates it. User attributes `resume_of` (the old trial's number) and `resume` (its run dir), and
+the job override `resume=<that run dir>`. Each trial is continued at most once, and only the continuing one counts.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def unfinished(checkpoint: Path) -> tuple[int, int] | None:
-    """(epochs done, epochs configured) of a checkpoint that has fewer epochs than its run was configured for;
-    None when it is missing, unreadable or complete. mmap: only the few numbers read are loaded."""
+def resumable(checkpoint: Path) -> tuple[int, int] | None:
+    """(epochs done, epochs configured) of a checkpoint a trial can be continued from: fewer epochs than configured
+    (training goes on), or all of them (the trial was stopped during its final evaluation, which the continuing trial
+    runs); None when it is missing or unreadable. mmap: only the few numbers read are loaded."""
     if not checkpoint.is_file():
         return None
     try:
@@ -33,11 +35,11 @@ def unfinished(checkpoint: Path) -> tuple[int, int] | None:
         done, configured = int(ckpt["epoch"]), int(ckpt["config"]["epochs"])
     except Exception:  # a truncated or foreign file: nothing to continue
         return None
-    return (done, configured) if done < configured else None
+    return (done, configured) if done <= configured else None
 
 
 def next_resumption(trials: list[FrozenTrial]) -> tuple[FrozenTrial, Path] | None:
-    """The first interrupted trial whose run dir holds an unfinished model.pt and that no trial continues yet,
+    """The first interrupted trial whose run dir holds a resumable model.pt and that no trial continues yet,
     with that run dir; None when there is none."""
     from optuna.trial import TrialState
 
@@ -46,10 +48,9 @@ def next_resumption(trials: list[FrozenTrial]) -> tuple[FrozenTrial, Path] | Non
         if t.state != TrialState.FAIL or t.user_attrs.get("status") != Status.INTERRUPTED or t.number in claimed:
             continue
         run_dir = t.user_attrs.get("run_dir") or (t.user_attrs.get("metrics") or {}).get("run_dir")
-        if run_dir and (progress := unfinished(Path(run_dir) / "model.pt")):
-            log.info(
-                "trial %d was interrupted after %d of %d epochs: continuing it from %s", t.number, *progress, run_dir
-            )
+        if run_dir and (progress := resumable(Path(run_dir) / "model.pt")):
+            how = "evaluating" if progress[0] == progress[1] else "continuing"
+            log.info("trial %d was interrupted after %d of %d epochs: %s it from %s", t.number, *progress, how, run_dir)
             return t, Path(run_dir)
     return None
 

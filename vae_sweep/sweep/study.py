@@ -39,12 +39,14 @@ from optuna.trial import FrozenTrial, TrialState
 from vae_sweep.config import JOB_GROUPS, NEUTRAL
 from vae_sweep.errors import ConfigError
 from vae_sweep.sweep.locks import require_driver, shown, storage_lock
+from vae_sweep.sweep.outage import PatientStorage
 
 log = logging.getLogger(__name__)
 RECORDED_GROUPS = JOB_GROUPS
 # A trial's `status` user attribute from the moment it is asked until its result is recorded: a trial whose process
 # dies keeps it, so the heartbeat's stale check (which may no longer write to the trial) leaves it marked.
 INTERRUPTED = "interrupted"
+FAILED = "failed"  # a trial whose job raised: recorded, but not counted toward n_trials
 
 
 def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -86,13 +88,15 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner | None = None,
     beats: tuple[int, int] | None = None,
+    retry_seconds: float = 0,
 ) -> optuna.Study:
-    """Create or load study `name` (with heartbeats `beats` = (interval, grace period) in seconds), and stop (one line,
-    `error: ...`) if it records other settings. Trials that a dead process left running are failed first."""
+    """Create or load study `name` (with heartbeats `beats` = (interval, grace period) in seconds, and calls that
+    outlast an outage of `retry_seconds`), and stop (one line, `error: ...`) if it records other settings. Trials that
+    a dead process left running are failed first."""
     with storage_lock(url, name):  # two processes starting together would both create the tables
         study = optuna.create_study(
             study_name=name,
-            storage=make_storage(url, beats),
+            storage=make_storage(url, beats, retry_seconds),
             directions=directions,
             load_if_exists=True,
             sampler=sampler,
@@ -129,8 +133,11 @@ def differences(recorded: dict[str, str], settings: dict[str, str]) -> list[str]
     ]
 
 
-def make_storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> optuna.storages.BaseStorage | None:
-    """An RDB storage, with Optuna's heartbeat when `heartbeat` = (interval, grace period) in seconds is given.
+def make_storage(
+    url: str | None, heartbeat: tuple[int, int] | None = None, retry_seconds: float = 0
+) -> optuna.storages.BaseStorage | None:
+    """An RDB storage, with Optuna's heartbeat when `heartbeat` = (interval, grace period) in seconds is given, whose
+    calls outlast an outage of the database of up to `retry_seconds` (vae_sweep/sweep/outage.py).
     SQLite gets its folder created, a 60 s lock timeout so processes can share it, and write-ahead logging with
     synchronous=NORMAL: about 8 commits a trial then cost a millisecond each instead of an fsync each, and a crash
     can still lose only the last commit, never corrupt the file. (SQLAlchemy 2 pools file SQLite connections.)"""
@@ -144,7 +151,8 @@ def make_storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> o
         kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
     with warnings.catch_warnings():  # the heartbeat is "experimental" in optuna 5, as it has been since 2.9
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        storage = optuna.storages.RDBStorage(url, **kwargs)
+        storage = PatientStorage(url, **kwargs)
+    storage.retry_seconds = retry_seconds
     if url.startswith("sqlite:///"):
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # the connection optuna opened to create the tables has no pragmas: drop it
@@ -152,8 +160,10 @@ def make_storage(url: str | None, heartbeat: tuple[int, int] | None = None) -> o
 
 
 def counts(trial: FrozenTrial) -> bool:
-    """Whether a trial counts toward n_trials: it is running, or it ended in any way but being interrupted."""
-    return trial.state == TrialState.RUNNING or trial.user_attrs.get("status") != INTERRUPTED
+    """Whether a trial counts toward n_trials: it is running, or it finished (completed, pruned, diverged). An
+    interrupted trial does not (a later one continues it), nor a failed one (its job raised: it says nothing of its
+    parameters, and the failure budget, max_failure_rate of n_trials, bounds how many there may be)."""
+    return trial.state == TrialState.RUNNING or trial.user_attrs.get("status") not in (INTERRUPTED, FAILED)
 
 
 def fail_stale(study: optuna.Study) -> None:
@@ -195,7 +205,7 @@ def heartbeat(study: optuna.Study, trial_ids: Collection[int]) -> Iterator[None]
             for trial_id in list(trial_ids):  # a set the sweep adds to and takes from while this runs
                 try:
                     storage.record_heartbeat(trial_id)
-                except sqlalchemy.exc.SQLAlchemyError as e:  # a busy database: the next beat may get through
+                except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError) as e:  # the next may
                     log.warning("heartbeat of trial id %d not recorded: %s", trial_id, type(e).__name__)
 
     thread = threading.Thread(target=beat, name="heartbeat", daemon=True)

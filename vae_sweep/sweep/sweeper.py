@@ -90,6 +90,8 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         heartbeat_interval: int = 10,
         grace_period: int = 30,
         artifact_dir: str | None = None,
+        storage_retry_seconds: float = 60,
+        wait_seconds: float = 3600,
     ) -> None:
         # The sampler stays a config (`_recursive_: false`): it is built anew for each trial with its own seed.
         super().__init__(
@@ -97,6 +99,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         )
         self.pruner_cfg, self.artifact_dir = pruner, artifact_dir
         self.heartbeat = (int(heartbeat_interval), int(grace_period))
+        self.retry_seconds, self.wait_seconds = float(storage_retry_seconds), float(wait_seconds)
 
     def sweep(self, arguments: list[str]) -> None:
         """The sweep's entry point: a mistake or a stop raised below ends it here, in one line."""
@@ -104,6 +107,10 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             self._sweep(arguments)
         except VaeSweepError as e:
             raise SystemExit(one_line(e)) from None
+        except KeyboardInterrupt:  # Ctrl-C between two trials (one during a trial is handled where it runs)
+            raise SystemExit(
+                "interrupted between trials: every finished trial is recorded; run the same command again"
+            ) from None
 
     def _sweep(self, arguments: list[str]) -> None:
         self._process_searchspace_config()
@@ -119,7 +126,8 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         explicit = named_explicitly(self.config)
         name = self.study_name if explicit else study_name(self.study_name, defining)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
-        study = open_study(self.storage, name, explicit, settings, directions, self._sampler(0), pruner, self.heartbeat)
+        sampler = self._sampler(0)
+        study = open_study(self.storage, name, explicit, settings, directions, sampler, pruner, *self._patience)
         launcher = self.config.hydra.get("launcher")
         on_slurm = remote(launcher)
         if on_slurm:
@@ -127,11 +135,13 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         else:
             parallel, threads = parallelism(self.n_jobs, self.config.get("threads"))
         log.info(
-            "study %r in %s: %d trials already, %d asked in all; %d at a time with %d torch threads each%s",
+            "study %r in %s: %d trials already, %d to finish (failed or interrupted trials do not count; more than %d "
+            "failures stop the sweep); %d at a time with %d torch threads each%s",
             study.study_name,
             shown(self.storage),
             len(study.trials),
             self.n_trials,
+            self._failure_budget(),
             parallel,
             threads,
             ", each a Slurm job" if on_slurm else "",
@@ -157,8 +167,15 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             trials, overrides = zip(*batch)
             overrides = [job_overrides(t, o) for t, o in zip(trials, overrides)]
             returns = self._launch(study, trials, overrides, directions)
-            for trial, ret in zip(trials, returns):
-                record(study, trial, ret, len(directions), self.artifact_dir)
+            stops = []
+            for trial, ret in zip(trials, returns):  # every trial of the batch is recorded before a fault stops it
+                try:
+                    record(study, trial, ret, len(directions), self.artifact_dir)
+                except SweepStopped as e:
+                    stops.append(e)
+            if stops:
+                self._write_results(study, directions)
+                raise stops[0]
             self._check_failure_budget(study)
 
     def _launch(self, study: optuna.Study, trials: tuple, overrides: list, directions: list[str]) -> list[JobReturn]:
@@ -251,20 +268,41 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             raise ConfigError(f"hydra/sweeper/pruner={choice}: {why}")
         return pruner
 
+    @property
+    def _patience(self) -> tuple[tuple[int, int], float]:
+        """open_study's (heartbeat interval, grace period) and storage retry seconds."""
+        return self.heartbeat, self.retry_seconds
+
+    def _failure_budget(self) -> int:
+        """How many failed trials the study may hold before the sweep stops."""
+        return int(self.max_failure_rate * self.n_trials)
+
     def _next_batch(
         self, study: optuna.Study, dists: dict, fixed: dict, fixed_overrides: list, parallel: int
     ) -> list[tuple]:
         """The next batch of trials; when the study is full only because trials of other processes still run,
-        wait for them to finish or go stale (their process died), then ask again."""
-        said = None
-        while True:  # ends when the others' trials end, or go stale after grace_period
+        wait for them to finish or go stale (their process died, whether or not it ever beat), then ask again.
+        The wait lasts `wait_seconds` at most, then the sweep stops in one line saying what is left."""
+        said, deadline = None, time.monotonic() + self.wait_seconds
+        while True:
             batch = self._ask(study, dists, fixed, fixed_overrides, parallel)
             running = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
             if batch or not running:
                 return batch
+            if time.monotonic() > deadline:
+                done = sum(map(counts, study.get_trials(deepcopy=False))) - len(running)
+                raise SweepStopped(
+                    f"error: sweep stopped: waited {self.wait_seconds:g} s (hydra.sweeper.wait_seconds) for trial(s) "
+                    f"{running} running elsewhere; the study has {done} of n_trials={self.n_trials} finished: run the "
+                    "same command again to wait for them or replace them once they go stale"
+                )
             if running != said:
                 log.info(
-                    "study full but trial(s) %s still running elsewhere: waiting for them to end or go stale", running
+                    "study full but trial(s) %s still running elsewhere: waiting up to %g s for them to end, or to go "
+                    "stale %d s after their last heartbeat",
+                    running,
+                    max(0.0, deadline - time.monotonic()),
+                    self.heartbeat[1],
                 )
                 said = running
             time.sleep(min(self.heartbeat[0], WAIT_SECONDS))
@@ -275,7 +313,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         (and whose heartbeat the next sweep finds stale) is already marked, and does not count."""
         batch = []
         for _ in range(parallel):
-            with storage_lock(self.storage, study.study_name):
+            with storage_lock(self.storage, study.study_name, self.retry_seconds):
                 fail_stale(study)
                 trials = study.get_trials(deepcopy=False)
                 if sum(map(counts, trials)) >= self.n_trials:
@@ -302,8 +340,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
             if t.user_attrs.get("status") != INTERRUPTED
         ]
-        budget = self.max_failure_rate * self.n_trials
-        if len(failed) > budget:
+        if len(failed) > self._failure_budget():
             last = failed[-1]
             self._write_results(study, self._get_directions())
             raise SweepStopped(
@@ -313,7 +350,12 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             )
 
     def _write_results(self, study: optuna.Study, directions: list[str]) -> None:
-        write_summary(study, Path(self.config.hydra.sweep.dir), directions)
+        """summary.md and optimization_results.yaml; a disk that cannot take them is logged, not raised: the study
+        holds every result, and `python scripts/analyze.py` writes them again."""
+        try:
+            write_summary(study, Path(self.config.hydra.sweep.dir), directions)
+        except OSError as e:
+            log.error("summary.md not written in %s: %s", self.config.hydra.sweep.dir, e.strerror or e)
 
 
 def parallelism(n_jobs: int | None, threads: int | None = None) -> tuple[int, int]:
