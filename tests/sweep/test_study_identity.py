@@ -92,7 +92,7 @@ def test_default_sweep_from_an_empty_folder(tmp_path):
     assert "Warning" not in res.stderr, res.stderr
     assert res.stdout.splitlines()[0].endswith(
         f"study {NAME!r} in sqlite:///multirun/pareto.db: 0 trials already, 2 to finish (failed or interrupted "
-        "trials do not count; more than 0 failures stop the sweep); 1 at a time with {cpu_count()} torch threads each"
+        f"trials do not count; more than 0 failures stop the sweep); 1 at a time with {cpu_count()} torch threads each"
     )
     assert (tmp_path / "multirun" / "pareto.db").is_file()
     (study,) = studies(tmp_path).values()
