@@ -6,6 +6,7 @@ RNG stream, the history and the resolved config), so `torch.load(weights_only=Tr
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +38,17 @@ def save_checkpoint(path: Path, parts: Parts, state: TrainState, cfg: DictConfig
     }
     if torch.cuda.is_available():
         ckpt["rng"]["cuda"] = torch.cuda.get_rng_state_all()
-    atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    buffer = io.BytesIO()  # torch writes a full disk's error as a RuntimeError: Python's own write names it
+    torch.save(ckpt, buffer)
+    atomic_write(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
+
+
+def saved_epochs(path: Path) -> int:
+    """The epochs a model.pt holds; 0 when it is missing or unreadable. mmap: only that number is read."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # missing, truncated, or not a checkpoint
+        return 0
 
 
 def checkpoint_path(resume: str) -> Path:

@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
-from vae_sweep.checkpoint import load_checkpoint, restore
+from vae_sweep.checkpoint import load_checkpoint, restore, saved_epochs
 from vae_sweep.checks import check_config, check_factor_objectives
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
@@ -29,7 +29,7 @@ from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
 from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
 from vae_sweep.registry import Status, units_block
-from vae_sweep.run_files import write_metrics
+from vae_sweep.run_files import rewrite_metrics, write_metrics
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
 
@@ -103,7 +103,7 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
         if isinstance(e, Preempted) and in_worker():  # the sweep in another process records it and goes on
             raise PreemptedJob(f"interrupted ({e.signal}) after {state.epoch} epochs, {state.step} steps") from None
         if isinstance(e, OSError) and not in_sweep():  # a sweep records the error itself and decides what follows
-            raise RunFailed(write_fault(e, out_dir, state.epoch, written)) from None
+            raise RunFailed(write_fault(e, out_dir, written)) from None
         raise
     metrics = base | metrics | timings(state, start) | {"status": state.status}
     if state.reason:
@@ -114,19 +114,21 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
 
 
 def write_end(out_dir: Path, metrics: dict) -> bool:
-    """metrics.json for a run that stopped; False when it cannot be written (the disk is full), logged."""
-    try:
-        write_metrics(out_dir, metrics)
-    except OSError as e:
-        log.error("metrics.json not written in %s: %s", out_dir, e.strerror or e)
-        return False
-    return True
+    """metrics.json for a run that stopped, atomically or else in place; False (logged) when neither fits."""
+    for write in (write_metrics, rewrite_metrics):
+        try:
+            write(out_dir, metrics)
+            return True
+        except OSError as e:
+            log.error("metrics.json not written in %s: %s", out_dir, e.strerror or e)
+    return False
 
 
-def write_fault(e: OSError, out_dir: Path, epochs: int, written: bool) -> str:
+def write_fault(e: OSError, out_dir: Path, written: bool) -> str:
     """The one line for a run stopped by a write error: what failed, and what the run dir still holds."""
     what = f"{e.strerror or type(e).__name__} ({e.filename or out_dir})"
-    kept = f"model.pt and history.csv hold {epochs} epoch(s)" if epochs else "no epoch was saved"
+    epochs = saved_epochs(out_dir / "model.pt")
+    kept = f"model.pt holds {epochs} epoch(s)" if epochs else "no model.pt was saved"
     record = "metrics.json says failed" if written else "metrics.json could not be written: it still says running"
     return f"{what}: the run stopped; {record}; {kept}; free space and resume with resume={out_dir}"
 

@@ -21,8 +21,10 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:  # a full disk, Ctrl-C, a signal: the old file stays as it was, and no temp file is left
+    except BaseException as e:  # a full disk, Ctrl-C, a signal: the old file stays as it was, and no temp file is left
         tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:  # a failed write() names no file: name the one meant
+            e.filename = str(path)
         raise
 
 
@@ -37,6 +39,13 @@ def write_metrics(out_dir: Path, metrics: dict) -> None:
     """metrics.json: the run's settings, status and validation metrics (units in its `units` block)."""
     clean = {k: nan_to_none(v) for k, v in metrics.items()}
     atomic_write(out_dir / "metrics.json", lambda tmp: tmp.write_text(json.dumps(clean, indent=2) + "\n"))
+
+
+def rewrite_metrics(out_dir: Path, metrics: dict) -> None:
+    """metrics.json overwritten in place: the last resort on a full disk, where the atomic write's second copy does
+    not fit but the old file's own space, freed by truncating it, holds the new one."""
+    clean = {k: nan_to_none(v) for k, v in metrics.items()}
+    (out_dir / "metrics.json").write_text(json.dumps(clean, indent=2) + "\n")
 
 
 def read_metrics(run_dir: Path) -> dict:
