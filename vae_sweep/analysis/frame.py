@@ -13,8 +13,8 @@ for a study object, as the sweeper holds it). Columns:
 - `pareto`: on the Pareto front of the completed trials' (distortion, rate), both minimised.
 
 Status is one of STATUSES (see `vae_sweep.analysis.sources`): `missing` when the run dir has no readable
-metrics.json (not started, still loading data, or truncated); `failed` includes interrupted, the `error` column
-says how; `running` as the files say, so a run killed hard stays `running`: nothing tells it from a live one.
+metrics.json (not started, still loading data, or truncated); `interrupted` (a signal or Ctrl-C stopped it; a sweep
+continues it) is no failure; `running` as the files say, so a run killed hard stays `running`: nothing tells it from a live one.
 Tables (trials.csv, summary.md) name each metric's unit in its column name (`distortion_nats`); summary.md is
 written by `write_summary_md` alone, for the analysis and at the end of every sweep. Figures: `plots`.
 """

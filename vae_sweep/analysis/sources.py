@@ -4,7 +4,7 @@ analysis frame). `vae_sweep.analysis.frame` turns the rows into the frame.
 A run dir gives its parameters from `.hydra/` (config knobs, group choices, and any other task override such as
 `eval.iwae_k`) and its metrics from metrics.json; a study's trial gives its parameters, state and its copy of
 metrics.json, joined to the run dir where that still exists. Each row's status is one of STATUSES: how the run
-ended (`vae_sweep.registry.Status`), with `interrupted` counted as `failed` and a `completed` run whose objectives
+ended (`vae_sweep.registry.Status`), with a `completed` run whose objectives
 are not finite counted as `diverged`; `missing` when there is no readable metrics.json.
 """
 
@@ -25,7 +25,7 @@ NOT_PARAMS = {*NEUTRAL, "objectives"}  # overrides that are no knob of the trial
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where built: hydra.yaml takes 30 ms in Python
 
 
-STATUSES = tuple(s.value for s in COUNTED)  # the statuses a row can have (an interrupted run counts as failed)
+STATUSES = tuple(s.value for s in COUNTED)  # the statuses a row can have
 
 
 def source_rows(source: str, study: str | None) -> list[dict]:
@@ -125,7 +125,7 @@ def _run_status(metrics: dict) -> Status:
     needed = ["distortion"] + (["rate"] if "rate" in metrics else [])  # an autoencoder has no rate
     if status is Status.COMPLETED and not all(finite(metrics.get(k)) for k in needed):
         return Status.DIVERGED  # it finished, but with NaN or infinite objectives
-    return status.counted_as
+    return status
 
 
 def _url_rows(url: str, name: str | None) -> list[dict]:
@@ -177,6 +177,5 @@ def _trial_status(trial) -> Status:
     status = trial.user_attrs.get("status")
     if status == Status.COMPLETED:  # the run finished with NaN/inf objectives, so the sweeper failed the trial
         return Status.DIVERGED
-    return (
-        Status(status) if status in (Status.DIVERGED, Status.FAILED) else Status.FAILED
-    )  # interrupted, never reported
+    known = (Status.DIVERGED, Status.FAILED, Status.INTERRUPTED)
+    return Status(status) if status in known else Status.FAILED  # no status: an older sweep's failure

@@ -26,7 +26,11 @@ def write_summary(study: optuna.Study, sweep_dir: Path, directions: list[str]) -
     write_summary_md(study_frame(study), sweep_dir)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        log.warning("no trial completed: nothing to summarise")
+        interrupted = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") == "interrupted"]
+        if interrupted:  # Ctrl-C or a signal during the first trials: the next run continues them
+            log.info("no trial completed yet (%d interrupted, continued by the next run)", len(interrupted))
+        else:
+            log.warning("no trial completed: nothing to summarise")
         return
     if len(directions) == 1:
         best = study.best_trial
