@@ -18,7 +18,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
-from vae_sweep.checkpoint import load_checkpoint, restore, saved_epochs
+from vae_sweep.checkpoint import load_checkpoint, restore, save_checkpoint, saved_epochs
 from vae_sweep.checks import check_config, check_factor_objectives
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
@@ -29,7 +29,7 @@ from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
 from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
 from vae_sweep.registry import Status, units_block
-from vae_sweep.run_files import rewrite_metrics, write_metrics
+from vae_sweep.run_files import rewrite_metrics, write_history, write_metrics
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
 
@@ -84,9 +84,7 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     data, parts, ckpt, device = prepared
     state = TrainState(shuffle=torch.Generator().manual_seed(cfg.seed), stop=stop)
     if ckpt is not None:
-        restore(parts, ckpt, state)
-        done = " (every epoch: evaluating it)" if state.epoch >= cfg.epochs else ""
-        log.info("resumed from %s at epoch %d%s", cfg.resume, state.epoch, done)
+        resume(cfg, ckpt, parts, state, out_dir)
     base = run_identity(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
     try:
         write_metrics(out_dir, base | {"status": Status.RUNNING})
@@ -111,6 +109,17 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     write_metrics(out_dir, metrics)
     log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.get("objectives") or ()))
     return objectives(cfg, metrics)
+
+
+def resume(cfg: DictConfig, ckpt: dict, parts: Parts, state: TrainState, out_dir: Path) -> None:
+    """Continue from the checkpoint. One that holds every epoch (its run was stopped during the final evaluation)
+    is only evaluated: the run dir gets its model.pt and history.csv now, since no epoch will write them."""
+    restore(parts, ckpt, state)
+    done = state.epoch >= cfg.epochs
+    log.info("resumed from %s at epoch %d%s", cfg.resume, state.epoch, " (every epoch: evaluating it)" if done else "")
+    if done:
+        write_history(out_dir / "history.csv", state.history)
+        save_checkpoint(out_dir / "model.pt", parts, state, cfg)
 
 
 def write_end(out_dir: Path, metrics: dict) -> bool:
