@@ -59,8 +59,11 @@ def _outcome(study: optuna.Study, trial: optuna.Trial, ret: JobReturn, n_objecti
     try:
         value = ret.return_value  # raises the job's exception when it failed
     except Exception as e:
+        surroundings = isinstance(e, OSError) and everywhere(e)
+        if surroundings:  # not the parameters' failure: the failure budget leaves it out
+            trial.set_user_attr("everywhere", True)
         state = _raised(study, trial, metrics, f"{type(e).__name__}: {e}")
-        if isinstance(e, OSError) and everywhere(e):
+        if surroundings:
             raise SweepStopped(
                 f"error: sweep stopped: trial {trial.number} failed: {_oserror(e)}, as every trial would; "
                 "its metrics.json and the study say failed; free space (or fix the folder) and run the same "

@@ -338,7 +338,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         failed = [
             t
             for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-            if t.user_attrs.get("status") != INTERRUPTED
+            if t.user_attrs.get("status") != INTERRUPTED and not t.user_attrs.get("everywhere")  # not a full disk
         ]
         if len(failed) > self._failure_budget():
             last = failed[-1]
