@@ -4,7 +4,13 @@ period, and every wait for others' trials has a limit. The restart of a real Pos
 
 from __future__ import annotations
 
+import glob
+import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -88,3 +94,82 @@ def test_waiting_for_others_trials_has_a_limit_and_says_what_is_left(tmp_path):
         "error: sweep stopped: waited 1 s (hydra.sweeper.wait_seconds) for trial(s) [0] running elsewhere; "
         "the study has 0 of n_trials=1 finished"
     )
+
+
+@pytest.fixture
+def own_postgres():
+    """A PostgreSQL server of this test's own (never the shared one: this test restarts it): (URL, its data dir)."""
+    from helpers.services import free_port, pg_driver, run_script
+
+    if pg_driver() is None or os.geteuid() != 0 or not glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"):
+        pytest.skip("needs root, an installed PostgreSQL and its driver (as CI has)")
+    svc_dir = tempfile.mkdtemp(prefix="vae_sweep_pg_restart_")
+    env = {**os.environ, "VAE_SWEEP_SERVICES_DIR": svc_dir, "VAE_SWEEP_PG_PORT": str(free_port())}
+    env["VAE_SWEEP_PG_DRIVER"] = pg_driver()
+    try:
+        res = run_script("postgres.sh", "start", env, 180)
+        assert res.returncode == 0, res.stderr
+        yield res.stdout.strip().splitlines()[-1], Path(svc_dir) / "pg" / "data"
+    finally:
+        run_script("postgres.sh", "stop", env, 120)
+
+
+def restart(data: Path) -> None:
+    """`pg_ctl restart -m fast`: every connection is dropped, and the server is away for a second or two."""
+    (pg_ctl,) = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"))[-1:]
+    log = data.parent / "postgres.log"  # the server's output: a pipe would be held open by the postmaster
+    cmd = ["runuser", "-u", "postgres", "--", pg_ctl, "restart", "-D", str(data), "-m", "fast", "-w", "-t", "60"]
+    subprocess.run([*cmd, "-l", str(log)], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=90)
+
+
+@pytest.mark.slow
+def test_two_workers_outlast_a_restart_of_their_postgresql_server(tmp_path, own_postgres):
+    url, data = own_postgres
+    n_trials = 10
+    args = [
+        "--multirun",
+        "sweep=elbo",
+        "debug=tiny",
+        "epochs=2",
+        "max_batches=5",
+        "eval.pictures=false",
+        "eval.iwae_k=2",
+        "threads=1",
+        f"hydra.sweeper.storage={url}",
+        f"hydra.sweeper.n_trials={n_trials}",
+        "hydra.sweeper.heartbeat_interval=1",
+        "hydra.sweeper.grace_period=10",
+        "hydra.sweeper.storage_retry_seconds=60",
+        "hydra.sweeper.artifact_dir=null",
+    ]
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vae_sweep", *args, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    try:
+        end = time.monotonic() + 300
+        while len(list(tmp_path.glob("*/*/history.csv"))) < 3:  # a few trials in: both workers are at work
+            assert time.monotonic() < end and all(w.poll() is None for w in workers), "the workers did not start"
+            time.sleep(0.1)
+        restart(data)
+        results = [w.communicate(timeout=300) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    for w, (_, err) in zip(workers, results):
+        assert w.returncode == 0 and "Traceback" not in err, err
+    (summary,) = optuna.get_all_study_summaries(url)
+    trials = optuna.load_study(study_name=summary.study_name, storage=url).trials
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING]
+    finished = [t for t in trials if t.user_attrs.get("status") != INTERRUPTED]
+    assert len(finished) == n_trials and all(t.state == TrialState.COMPLETE for t in finished)
+    assert len(trials) - n_trials <= 2  # an outage that a retry survives is not recorded as a failure
