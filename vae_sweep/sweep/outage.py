@@ -106,6 +106,8 @@ class PatientStorage(RDBStorage):
         return stale + never_beat
 
 
-for _name in [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_")] + ["_get_stale_trial_ids"]:
+# Every public method, and the private ones that optuna's cache in front of an RDB storage calls.
+PRIVATE_CALLS = ("_get_stale_trial_ids", "_create_new_trial", "_get_best_trial_id", "_get_trials", "_set_trial_param")
+for _name in [n for n in dir(optuna.storages.BaseStorage) if not n.startswith("_")] + list(PRIVATE_CALLS):
     if callable(getattr(PatientStorage, _name, None)):
         setattr(PatientStorage, _name, _patient(getattr(PatientStorage, _name)))
