@@ -51,6 +51,7 @@ from vae_sweep.errors import ConfigError, SweepStopped, VaeSweepError, first_lin
 from vae_sweep.hydra_api import SWEEPER_TARGETS
 from vae_sweep.preemption import Preempted, mark_sweeper_process
 from vae_sweep.sweep.cluster import InFlight, cluster_parallelism, remote
+from vae_sweep.sweep.outage import StorageLost
 from vae_sweep.sweep.record import finish, record, record_lost
 from vae_sweep.sweep.resumption import enqueue_resumption
 from vae_sweep.sweep.search_space import check_search_space
@@ -222,13 +223,26 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                             record_lost(study, trial, sweep_dir / str(trial.number), error)
                         self._check_failure_budget(study)
         except KeyboardInterrupt:
-            trials = [trial for trial, _ in out.jobs.values()]
-            trials += [t for t in asked if t.number not in out.jobs]
-            cancelled = out.cancel()
+            marked, cancelled = self._call_back(study, out, asked, directions)
             raise SweepStopped(
-                f"interrupted: trial(s) {self._interrupted(study, trials, directions)} marked interrupted and "
-                f"their Slurm job(s) {', '.join(cancelled) or 'none'} cancelled; run the same command again to resume"
+                f"interrupted: trial(s) {marked} marked interrupted and their Slurm job(s) {cancelled} cancelled; "
+                "run the same command again to resume"
             ) from None
+        except SweepStopped as e:  # a full disk, the failure budget: the jobs still out stop too, and are marked
+            if isinstance(e, StorageLost) or not out.jobs:  # (a lost database marks nothing: their trials go stale)
+                raise
+            marked, cancelled = self._call_back(study, out, [], directions)
+            raise SweepStopped(
+                f"{e} (trial(s) {marked} still out marked interrupted, Slurm job(s) {cancelled} cancelled)"
+            ) from None
+
+    def _call_back(self, study: optuna.Study, out: InFlight, asked: list, directions: list[str]) -> tuple[str, str]:
+        """Cancel the Slurm jobs still out and mark their trials, and those `asked` but not yet out, interrupted;
+        (the trials' numbers, the jobs' ids), listed."""
+        trials = [trial for trial, _ in out.jobs.values()]
+        trials += [t for t in asked if t.number not in out.jobs]
+        cancelled = out.cancel()
+        return self._interrupted(study, trials, directions), ", ".join(cancelled) or "none"
 
     def _interrupted(self, study: optuna.Study, trials: list, directions: list[str]) -> str:
         """Mark the trials interrupted (they do not count) and write the results so far; their numbers, listed."""
