@@ -24,7 +24,10 @@ output format) with vae_sweep's own `sweep` loop, which adds:
   works) and reports its validation objective after every epoch (trial.py); pruned trials are PRUNED;
 - each trial's metrics.json goes into the study as user attributes, its pictures as Optuna artifacts (shown by
   optuna-dashboard), and a summary is written at the end;
-- `hydra/sweeper/sampler=grid` gets the search space it needs.
+- `hydra/sweeper/sampler=grid` gets the search space it needs;
+- a fault every trial would meet (a full disk, an artifact store that cannot be written) is recorded on its trial,
+  then stops the sweep in one line (vae_sweep/sweep/record.py); a database outage is outlasted for
+  `storage_retry_seconds` (vae_sweep/sweep/outage.py); waiting for other workers' trials lasts `wait_seconds` at most.
 
 Mistakes and stops are raised below as `ConfigError` or `SweepStopped`; `sweep` alone turns them into one line.
 """
