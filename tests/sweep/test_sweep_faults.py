@@ -5,6 +5,8 @@ interrupted, and the same command continues it, even when only its final evaluat
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 from pathlib import Path
 
@@ -12,6 +14,7 @@ import optuna
 import pytest
 import torch
 from optuna.trial import TrialState
+from test_sweeper_units import job_return, study_at
 
 from helpers.faults import (
     CHECKPOINT_MB,
@@ -26,6 +29,9 @@ from helpers.faults import (
     temp_files,
     wait_for,
 )
+from vae_sweep.errors import SweepStopped
+from vae_sweep.sweep.record import record
+from vae_sweep.sweep.study import counts
 
 
 def sweep(tmp_path: Path, sweep_dir: Path, n_trials: int, *extra: str) -> list[str]:
@@ -146,3 +152,48 @@ def test_sigterm_during_the_final_evaluation_is_evaluated_once_by_the_next_run(t
     assert m["iwae_k"] == 1000 and new.value == m["neg_elbo"]
     assert history_rows(tmp_path / "b" / "1") == 2 and (tmp_path / "b" / "1" / "model.pt").is_file()
     assert temp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("error", "stops"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/s/0/model.pt"), True),
+        (OSError(errno.EROFS, "Read-only file system", "/s/0/metrics.json"), True),
+        (OSError(errno.ENOENT, "No such file or directory", "/s/0/history.csv"), False),  # its run dir was deleted
+    ],
+    ids=["full", "read-only", "run-dir-gone"],
+)
+def test_a_write_error_is_recorded_failed_and_stops_the_sweep_only_if_every_trial_would_meet_it(tmp_path, error, stops):
+    study = study_at(tmp_path, ("minimize",))
+    trial = study.ask()
+    ret = job_return(tmp_path / "run", error=error, metrics={"status": "failed"})
+    if stops:
+        with pytest.raises(SweepStopped, match=rf"^error: sweep stopped: trial 0 failed: {error.strerror}: "):
+            record(study, trial, ret, 1)
+    else:
+        assert record(study, trial, ret, 1) == TrialState.FAIL
+    (frozen,) = study.trials
+    assert (frozen.state, frozen.user_attrs["status"]) == (TrialState.FAIL, "failed")
+    assert error.strerror in frozen.user_attrs["error"] and bool(frozen.user_attrs.get("everywhere")) == stops
+    assert not counts(frozen)  # n_trials counts finished trials: a failed one is replaced
+
+
+@pytest.mark.parametrize(("code", "stops"), [(errno.EACCES, True), (errno.EIO, False)], ids=["forbidden", "io"])
+def test_an_artifact_store_error_keeps_the_trials_own_result(tmp_path, monkeypatch, code, stops):
+    from vae_sweep.sweep import record as recording
+
+    def fail(*_args) -> None:
+        raise OSError(code, os.strerror(code), str(tmp_path / "artifacts" / "x.png"))
+
+    monkeypatch.setattr(recording, "upload_pictures", fail)
+    study = study_at(tmp_path, ("minimize",))
+    trial = study.ask()
+    ret = job_return(tmp_path / "run", 5.0, metrics={"status": "completed", "neg_elbo": 5.0})
+    if stops:
+        with pytest.raises(SweepStopped, match="trial 0 is recorded COMPLETE without its pictures"):
+            record(study, trial, ret, 1, artifact_dir=str(tmp_path / "artifacts"))
+    else:
+        assert record(study, trial, ret, 1, artifact_dir=str(tmp_path / "artifacts")) == TrialState.COMPLETE
+    (frozen,) = study.trials
+    assert (frozen.state, frozen.value, frozen.user_attrs["status"]) == (TrialState.COMPLETE, 5.0, "completed")
+    assert os.strerror(code) in frozen.user_attrs["artifact_error"]
