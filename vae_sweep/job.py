@@ -137,9 +137,10 @@ def write_fault(e: OSError, out_dir: Path, written: bool) -> str:
     """The one line for a run stopped by a write error: what failed, and what the run dir still holds."""
     what = f"{e.strerror or type(e).__name__} ({e.filename or out_dir})"
     epochs = saved_epochs(out_dir / "model.pt")
-    kept = f"model.pt holds {epochs} epoch(s)" if epochs else "no model.pt was saved"
     record = "metrics.json says failed" if written else "metrics.json could not be written: it still says running"
-    return f"{what}: the run stopped; {record}; {kept}; free space and resume with resume={out_dir}"
+    if not epochs:
+        return f"{what}: the run stopped; {record}; no epoch was saved: free space and run the command again"
+    return f"{what}: the run stopped; {record}; model.pt holds {epochs} epoch(s): free space and resume={out_dir}"
 
 
 def pruning_reporter(cfg: DictConfig):
