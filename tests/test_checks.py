@@ -48,12 +48,19 @@ CLI_CASES = {
     "model=conv model.channels=[]": "model.channels=[]: must be a non-empty list of integers >= 1",
     "model.hidden=[a]": "model.hidden=[a]: must be a list of integers >= 1",
     "model.hiden=[3]": "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
-    "(its settings: hidden, latent_dim, split_heads)",
+    "(its settings: activation, hidden, latent_dim, split_heads)",
     "model=conv model.activation=gelu": "model.activation=gelu: must be relu or leaky_relu",
     "model=conv64": JOB + "model=conv64 needs images larger than 32x32 (5 stride-2 layers); the dataset gives "
     "1x28x28 (C x H x W): use model=mlp or a larger dataset",
     "latent_dim=100000000 device=cpu": JOB + MEMORY.pattern,
+    # prior and posterior
+    "prior=vamp prior.components=0": "prior.components=0: must be an integer >= 1",
+    "prior=gaussian": "prior=gaussian: no such option; prior accepts standard, vamp",
+    "posterior=iaf posterior.steps=0": "posterior.steps=0: must be an integer >= 1",
+    "loss=ae posterior=iaf": JOB + "loss=ae with posterior=iaf: a deterministic autoencoder draws no z and has no "
+    "rate, so it has no use for them; use prior=standard posterior=gaussian, or a stochastic loss",
     # loss and likelihood
+    "loss=iwae loss.k=0": "loss.k=0: must be an integer >= 1",
     "loss=capacity loss.c_steps=1.5": "loss.c_steps=1.5: must be an integer >= 0",
     "loss=capacity loss.gamma=-1": "loss.gamma=-1: must be a number >= 0",
     "kl_warmup_steps=-1": "kl_warmup_steps=-1: must be an integer >= 0",
@@ -67,6 +74,7 @@ CLI_CASES = {
     "scheduler=step scheduler.step_size=0": "scheduler.step_size=0: must be an integer >= 1",
     # dataset
     "dataset.val_size=0": "dataset.val_size=0: must be an integer >= 1",
+    "dataset.binarize=yes": "dataset.binarize=yes: must be none, static or dynamic",
     "dataset=celeba dataset.crop=0": "dataset.crop=0: must be an integer >= 1",
     "dataset=mnist dataset.variant=KMNIST": "dataset.variant=KMNIST: must be MNIST or FashionMNIST",
     "dataset=mnist": JOB + "dataset.data_dir: MNIST not found under '{tmp}/no_data' with dataset.download=false; set "
@@ -153,7 +161,7 @@ def refused(argv: list[str]) -> str:
         (
             ["+model.hiden=3"],
             "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
-            "(its settings: hidden, latent_dim, split_heads)",
+            "(its settings: activation, hidden, latent_dim, split_heads)",
         ),
         (
             ["-m", "hydra/sweeper/sampler=foo"],
