@@ -44,7 +44,7 @@ CLI_CASES = {
     "lattent_dim=3": "lattent_dim: the config has no setting 'lattent_dim'; did you mean latent_dim? "
     "(add a new key with +lattent_dim=...)",
     # model
-    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, locatello, mlp",
+    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, locatello, mlp, mlp2",
     "model=conv model.channels=[]": "model.channels=[]: must be a non-empty list of integers >= 1",
     "model.hidden=[a]": "model.hidden=[a]: must be a list of integers >= 1",
     "model.hiden=[3]": "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
@@ -55,8 +55,10 @@ CLI_CASES = {
     "latent_dim=100000000 device=cpu": JOB + MEMORY.pattern,
     # prior and posterior
     "prior=vamp prior.components=0": "prior.components=0: must be an integer >= 1",
-    "prior=gaussian": "prior=gaussian: no such option; prior accepts standard, vamp",
+    "prior=gaussian": "prior=gaussian: no such option; prior accepts standard, two_layer, vamp",
     "posterior=iaf posterior.steps=0": "posterior.steps=0: must be an integer >= 1",
+    "model=mlp2 posterior=iaf": JOB + "prior=two_layer has 2 stochastic layer(s), posterior=iaf has 1: they must "
+    "agree; use prior=two_layer posterior=two_layer together (model=mlp2 selects both), or neither",
     "loss=ae posterior=iaf": JOB + "loss=ae with posterior=iaf: a deterministic autoencoder draws no z and has no "
     "rate, so it has no use for them; use prior=standard posterior=gaussian, or a stochastic loss",
     # loss and likelihood

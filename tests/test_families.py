@@ -21,10 +21,12 @@ from vae_sweep.families import IAFPosterior, StandardNormal, VampPrior
 from vae_sweep.job import run
 from vae_sweep.losses import Bernoulli, distortion_and_rate, rate
 from vae_sweep.models import mlp_vae
+from vae_sweep.stochastic_layers import TwoLayerPosterior, TwoLayerPrior
 from vae_sweep.train import TrainState, build, train_epoch
 
 SHAPE = (1, 4, 4)  # 16 pixels: small enough for thousands of draws per test
 Z_SIGMAS = 4  # a test passes within this many standard errors
+MATHS_FAMILIES = [("standard", "gaussian"), ("vamp", "iaf"), ("two_layer", "two_layer")]
 
 
 def tiny_model(prior: str = "standard", posterior: str = "gaussian", latent_dim: int = 3, seed: int = 0):
@@ -33,8 +35,13 @@ def tiny_model(prior: str = "standard", posterior: str = "gaussian", latent_dim:
     model = mlp_vae(SHAPE, latent_dim, hidden=[8])
     for p in model.parameters():
         nn.init.normal_(p, std=0.5)
-    prior_module = VampPrior(SHAPE, components=5) if prior == "vamp" else StandardNormal()
-    posterior_module = IAFPosterior(latent_dim, steps=2, hidden=8) if posterior == "iaf" else None
+    priors = {"vamp": lambda: VampPrior(SHAPE, components=5), "two_layer": lambda: TwoLayerPrior(latent_dim, 2, [8])}
+    prior_module = priors.get(prior, StandardNormal)()
+    posteriors = {
+        "iaf": lambda: IAFPosterior(latent_dim, steps=2, hidden=8),
+        "two_layer": lambda: TwoLayerPosterior(latent_dim, 2, [8]),
+    }
+    posterior_module = posteriors[posterior]() if posterior in posteriors else None
     if posterior_module is not None:
         for p in posterior_module.parameters():
             nn.init.normal_(p, std=0.5)
@@ -65,7 +72,7 @@ def test_the_monte_carlo_rate_with_the_standard_prior_agrees_with_the_closed_for
     assert kl.min() > 1.0  # the posterior is far from the prior: the check is not a trivial 0 == 0
 
 
-@pytest.mark.parametrize("family", [("standard", "gaussian"), ("vamp", "iaf")], ids=["closed-form", "vamp-iaf"])
+@pytest.mark.parametrize("family", MATHS_FAMILIES, ids=["closed-form", "vamp-iaf", "two-layer"])
 def test_the_iwae_bound_with_k_1_is_the_negative_elbo_in_expectation(family):
     """iwae_nll(k=1) (evaluate.py's own log weights) against D + R as training computes it (the closed-form KL for
     the standard pair, the one-draw Monte Carlo rate otherwise), each averaged over repeated draws."""
@@ -79,7 +86,7 @@ def test_the_iwae_bound_with_k_1_is_the_negative_elbo_in_expectation(family):
     assert abs(m1 - m2) < Z_SIGMAS * math.hypot(se1, se2), (m1, m2, se1, se2)
 
 
-@pytest.mark.parametrize("family", [("standard", "gaussian"), ("vamp", "iaf")], ids=["closed-form", "vamp-iaf"])
+@pytest.mark.parametrize("family", MATHS_FAMILIES, ids=["closed-form", "vamp-iaf", "two-layer"])
 def test_the_iwae_bound_does_not_increase_with_k(family):
     """E[-log 1/k sum w] falls with k (Burda et al. 2016, Theorem 1): each step down within noise, and k = 64 well
     below k = 1 (a bound that averaged w's logs instead of the w's would stay flat)."""
@@ -148,6 +155,27 @@ def test_the_iaf_posterior_density_is_the_gaussians_minus_the_log_determinant():
     assert not torch.allclose(z, z0)
 
 
+def test_two_stochastic_layers_densities_are_their_chained_gaussians():
+    """log q(z1, z2|x) = log N(z1; mu, sigma²) + log N(z2; q's Gaussian at z1); log p(z1, z2) = log N(z2; 0, I) +
+    log N(z1; p's Gaussian at z2): against torch.distributions, and the decoder reads z1 alone."""
+    model = tiny_model("two_layer", "two_layer")
+    x = images(n=2)
+    mu, logvar = model.encode(x)
+    z, log_q = model.draw(mu, logvar, 4)  # (4, 2, 3 + 2)
+    z1, z2 = z[..., :3], z[..., 3:]
+    normal = torch.distributions.Normal
+    up_mu, up_logvar = model.posterior.up(z1)
+    want_q = normal(mu, (0.5 * logvar).exp()).log_prob(z1).sum(-1) + normal(up_mu, (0.5 * up_logvar).exp()).log_prob(
+        z2
+    ).sum(-1)
+    torch.testing.assert_close(log_q, want_q, rtol=1e-5, atol=1e-5)
+    down_mu, down_logvar = model.prior.down(z2)
+    want_p = normal(0, 1).log_prob(z2).sum(-1) + normal(down_mu, (0.5 * down_logvar).exp()).log_prob(z1).sum(-1)
+    torch.testing.assert_close(model.prior.log_prob(z), want_p, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.decode(z[0]), model.decode(z1[0]))
+    assert model.prior.sample(7, 3).shape == (7, 5)
+
+
 # --- binarization ------------------------------------------------------------------------------------------------
 
 
@@ -189,7 +217,13 @@ def test_dynamic_binarization_changes_training_images_every_epoch_and_never_vali
 # --- every prior x posterior x loss x model trains, or is refused in one line ------------------------------------
 
 LOSSES = ["beta", "elbo", "capacity", "ae", "multirate", "iwae"]
-FAMILIES = [("standard", "gaussian"), ("standard", "iaf"), ("vamp", "gaussian"), ("vamp", "iaf")]
+FAMILIES = [
+    ("standard", "gaussian"),
+    ("standard", "iaf"),
+    ("vamp", "gaussian"),
+    ("vamp", "iaf"),
+    ("two_layer", "two_layer"),
+]
 
 
 @pytest.mark.parametrize("model", ["mlp", pytest.param("conv", marks=pytest.mark.slow)])  # conv: 24 x 1-2 s

@@ -199,6 +199,13 @@ class IAFSettings:  # posterior=iaf
     hidden: Annotated[PositiveInt, SIZE]  # MADE hidden units per step
 
 
+@dataclass
+class TwoLayerSettings:  # prior=two_layer, posterior=two_layer (vae_sweep/stochastic_layers.py)
+    latent_dim: Annotated[PositiveInt, SIZE]  # z1, the layer the decoder reads
+    top_dim: Annotated[PositiveInt, SIZE]  # z2
+    hidden: Annotated[list[PositiveInt], Length(min=1), SIZE]  # tanh units of each conditional Gaussian
+
+
 # --- loss and likelihood (vae_sweep/losses.py) ------------------------------------------------------------------
 # A loss's schema also says what the checks need to know of it, read by exact `_target_`, without importing it:
 # `stochastic` (it samples z and has a rate; losses.Loss) and `draws_curve` (one run gives the whole curve).
@@ -374,6 +381,8 @@ SCHEMAS: dict[str, type] = {
     "vae_sweep.families.VampPrior": VampPriorSettings,
     "vae_sweep.families.GaussianPosterior": NoSettings,
     "vae_sweep.families.IAFPosterior": IAFSettings,
+    "vae_sweep.stochastic_layers.TwoLayerPrior": TwoLayerSettings,
+    "vae_sweep.stochastic_layers.TwoLayerPosterior": TwoLayerSettings,
     "vae_sweep.losses.IWAELoss": IWAELossSettings,
     "vae_sweep.models.conv_vae": ConvSettings,
     "vae_sweep.models.locatello_vae": LocatelloSettings,

@@ -84,10 +84,10 @@ def undefined_per_dim(model: VAE) -> dict[str, str]:
         return {}
     why = {}
     if not model.prior.standard:
-        why["kl_per_dim"] = "not defined: the rate against a mixture prior does not split by latent dimension"
+        why["kl_per_dim"] = "not defined: the rate against a prior other than N(0, I) does not split by latent dim"
     if not model.posterior.gaussian:
-        why["kl_per_dim"] = "not defined: a flow posterior's rate does not split by latent dimension"
-        why["active_units"] = "not defined: under a flow the posterior mean is not the encoder's mu"
+        why["kl_per_dim"] = "not defined: the rate of a posterior other than a diagonal Gaussian does not split by dim"
+        why["active_units"] = "not defined: the posterior mean of z is not the encoder's mu"
     why["traversals"] = "drawn in latent order, not by rate: " + why["kl_per_dim"].removeprefix("not defined: ")
     return why
 

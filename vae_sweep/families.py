@@ -225,6 +225,8 @@ OPTION = {  # `_target_` -> the option of conf/prior/ or conf/posterior/ that na
     "vae_sweep.families.VampPrior": "prior=vamp",
     "vae_sweep.families.GaussianPosterior": "posterior=gaussian",
     "vae_sweep.families.IAFPosterior": "posterior=iaf",
+    "vae_sweep.stochastic_layers.TwoLayerPrior": "prior=two_layer",
+    "vae_sweep.stochastic_layers.TwoLayerPosterior": "posterior=two_layer",
 }
 DEFAULT_NODES = {  # what a config, or a model.pt, without the groups means (the groups' defaults)
     "prior": {"_target_": "vae_sweep.families.StandardNormal"},
@@ -235,6 +237,12 @@ DEFAULT_NODES = {  # what a config, or a model.pt, without the groups means (the
 def check_family(loss: object, prior: Prior, posterior: Posterior, names: tuple[str, str]) -> None:
     """Refuse, in one line, a loss that cannot use this prior and posterior: loss=ae has neither (z = mu, no rate),
     and loss=multirate conditions the Gaussian encoder against N(0, I) only. `names`: the two options, for messages."""
+    layers = (getattr(prior, "layers", 1), getattr(posterior, "layers", 1))
+    if layers[0] != layers[1]:
+        raise ConfigError(
+            f"{names[0]} has {layers[0]} stochastic layer(s), {names[1]} has {layers[1]}: they must agree; use "
+            "prior=two_layer posterior=two_layer together (model=mlp2 selects both), or neither"
+        )
     if has_closed_form_kl(prior, posterior):
         return
     what = " ".join(n for n, default in zip(names, ("prior=standard", "posterior=gaussian")) if n != default)

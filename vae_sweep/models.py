@@ -88,7 +88,9 @@ class VAE(nn.Module):
         return mu + std * torch.randn_like(std)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # logits (B, C, H, W)
+        """z (B, L) -> logits (B, C, H, W); a z with more entries (two stochastic layers: (z1, z2)) gives its
+        first L, the layer the decoder reads."""
+        return self.decoder(z[..., : self.latent_dim] if z.shape[-1] > self.latent_dim else z)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`sample=False` decodes the posterior mean: the deterministic autoencoder path."""
