@@ -24,8 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hydra import compose, initialize_config_dir  # noqa: E402
+
 from vae_sweep.curve import curve_hypervolume, reference_point  # noqa: E402
-from vae_sweep.hydra_api import compose  # noqa: E402
 from vae_sweep.job import run  # noqa: E402
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -40,7 +41,8 @@ FAMILIES = {
 
 def job(overrides: list[str]) -> tuple[dict, float]:
     """metrics.json of one in-process job, and its process CPU seconds."""
-    cfg = compose(CONF, "config", [*overrides, "eval.pictures=false", "progress=false", "eval.iwae_k=0"])
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        cfg = compose("config", [*overrides, "eval.pictures=false", "progress=false", "eval.iwae_k=0"])
     with tempfile.TemporaryDirectory() as out:
         cpu = time.process_time()
         run(cfg, Path(out))
