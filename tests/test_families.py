@@ -269,3 +269,43 @@ def test_each_preset_composes_and_trains_a_few_steps_offline(experiment, tmp_pat
         "closed_form" if experiment != "vamp_tomczak" else "monte_carlo (1 sample per example)"
     )
     assert math.isfinite(m["iwae_nll"])
+
+
+# --- what was there before: studies and checkpoints ---------------------------------------------------------------
+
+
+def test_a_study_records_the_new_groups_only_where_they_differ_from_before():
+    """A study made before prior and posterior existed recorded neither; the default families record neither, so
+    that study goes on, while another family is another experiment."""
+    from omegaconf import OmegaConf
+
+    from vae_sweep.sweep.study import experiment
+
+    def settings(**choices):
+        cfg = OmegaConf.create({"objectives": ["distortion"], "hydra": {"runtime": {"choices": choices}}})
+        return experiment(cfg, [])[0]
+
+    before = settings(model="mlp", loss="beta")
+    assert settings(model="mlp", loss="beta", prior="standard", posterior="gaussian") == before
+    assert settings(model="mlp", loss="beta", prior="vamp", posterior="gaussian") == before | {"prior": "vamp"}
+
+
+def test_a_checkpoint_is_refused_when_its_prior_differs_and_read_by_key_when_settings_are_new(tmp_path):
+    from vae_sweep.checkpoint import check_same_settings
+
+    saved = {"latent_dim": 2, "model": {"hidden": [16]}, "dataset": {"split_seed": 0, "val_size": 297}}
+    now = {
+        "latent_dim": 2,
+        "model": {"hidden": [16], "activation": "relu"},
+        "prior": {"_target_": "vae_sweep.families.StandardNormal"},
+        "posterior": {"_target_": "vae_sweep.families.GaussianPosterior"},
+        "dataset": {"binarize": "none", "binarize_seed": 0, "split_seed": 0, "val_size": 297},
+    }
+    check_same_settings("old", saved, now)  # new settings at their defaults: not paired with their neighbours
+    vamp = now | {"prior": {"_target_": "vae_sweep.families.VampPrior", "components": 500}}
+    with pytest.raises(
+        ConfigError, match=r"^resume=old: the checkpoint has prior._target_=vae_sweep.families.Standard"
+    ):
+        check_same_settings("old", saved, vamp)
+    with pytest.raises(ConfigError, match="dataset.binarize=none, this run asks for dataset.binarize=dynamic"):
+        check_same_settings("old", saved, now | {"dataset": now["dataset"] | {"binarize": "dynamic"}})

@@ -31,6 +31,9 @@ JOB_GROUPS = (
     "dataset",
 )  # each makes part of a job
 GROUPS = (*JOB_GROUPS, "experiment", "sweep", "debug")  # every group a command line may choose an option of
+# Job groups added after studies and checkpoints were first recorded, with the option that one without them used:
+# a study records these only where they differ, so a study made before them goes on (vae_sweep/sweep/study.py).
+ADDED_GROUPS = {"prior": "standard", "posterior": "gaussian"}
 # Settings that change how a run runs or where it reads and writes, not what it computes: they define no experiment
 # (vae_sweep/sweep/study.py names studies without them) and are no parameter of a trial (vae_sweep/analysis/sources.py).
 NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size", "resume")
