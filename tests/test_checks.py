@@ -88,7 +88,7 @@ CLI_CASES = {
     "(add a new key with +eval.batchsize=...)",
     # sweeps
     "beta=0.1,1": "beta=0.1,1: a sweep over values runs only with --multirun (for a list, write beta=[...])",
-    "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, grid, pareto",
+    "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, families, grid, pareto",
     "--multirun hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0: must be an integer >= 1",
     "--multirun hydra.sweeper.max_failure_rate=2": "hydra.sweeper.max_failure_rate=2: must be a number from 0 to 1",
     "--multirun hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0: must be an integer >= 1, or -1 for one per core",
@@ -158,7 +158,7 @@ def refused(argv: list[str]) -> str:
         ),
         (["+latent_dim=4"], "+latent_dim=4: Could not append to config. An item is already at 'latent_dim'."),
         (["~nope"], "~nope: Could not delete from config. 'nope' does not exist."),
-        (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp"),
+        (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp, mlp2"),
         (["~model"], "model=null: choose an option with model=<option>"),
         (
             ["+model.hiden=3"],

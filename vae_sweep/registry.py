@@ -62,8 +62,8 @@ _ALL = (
     Metric(
         "rate",
         NATS,
-        "E_q[log q(z|x) - log p(z)], averaged over validation examples: KL(q(z|x) || N(0, I)) summed over latent "
-        "dims in closed form for prior=standard posterior=gaussian, else a one-draw Monte Carlo estimate "
+        "KL(q(z|x) || p(z)) = E_q[log q(z|x) - log p(z)], averaged over validation examples: in closed form, summed "
+        "over latent dims, for prior=standard posterior=gaussian (p = N(0, I)); else a one-draw Monte Carlo estimate "
         "(rate_estimator says which)",
         needs_rate=True,
         objective=True,
