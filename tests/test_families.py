@@ -119,6 +119,19 @@ def test_the_vampprior_density_is_the_mixture_of_the_encoders_gaussians():
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_the_vampprior_leaves_the_encoders_batchnorm_statistics_to_the_data():
+    from vae_sweep.models import conv_vae
+
+    torch.manual_seed(0)
+    model = conv_vae((1, 12, 12), 3, channels=[4])
+    model.use(VampPrior((1, 12, 12), components=6), model.posterior).train()
+    norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    before = norm.running_mean.clone()
+    model.prior.log_prob(torch.randn(5, 3)).sum().backward()
+    assert torch.equal(norm.running_mean, before) and norm.training  # unchanged, and back in train mode
+    assert model.prior.pseudo_inputs.grad is not None  # the pseudo-inputs still learn through the encoder
+
+
 def test_the_iaf_log_determinant_is_that_of_its_jacobian():
     torch.manual_seed(0)
     flow = IAFPosterior(latent_dim=5, steps=3, hidden=12).double()

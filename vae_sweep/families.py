@@ -91,8 +91,9 @@ class VampPrior(nn.Module):
 
     the encoder's Gaussian at K learned pseudo-inputs u_k (K, C, H, W). The pseudo-inputs are hardtanh(0, 1) of a
     parameter initialised N(0.05, 0.01²) (the paper's code), so they stay valid images. With an IAF posterior the
-    mixture is of the encoder's Gaussians before the flow. The model binds its encoder with `bind(encode)`; every
-    `log_prob` encodes the K pseudo-inputs (in train mode that step's BatchNorm statistics include them).
+    mixture is of the encoder's Gaussians before the flow. The model binds itself with `bind(model)`; every
+    `log_prob` encodes the K pseudo-inputs, with the encoder's BatchNorm layers (model=conv) in eval mode, so that
+    the pseudo-inputs neither enter nor shift the statistics the data is normalised with.
     """
 
     standard = False
@@ -101,17 +102,24 @@ class VampPrior(nn.Module):
         super().__init__()
         self.components = components
         self.pseudo_inputs = nn.Parameter(0.05 + 0.01 * torch.randn(components, *input_shape))  # (K, C, H, W)
-        object.__setattr__(self, "_encode", None)  # the owner's encode, not a submodule (no second copy of it)
+        object.__setattr__(self, "_owner", None)  # the VAE whose encoder it mixes: not a submodule (no second copy)
 
-    def bind(self, encode) -> None:
-        """Give the prior the encoder it mixes: `encode(x) -> (mu, logvar)`, (K, C, H, W) -> (K, L) each."""
-        object.__setattr__(self, "_encode", encode)
+    def bind(self, model: nn.Module) -> None:
+        """Give the prior the model whose encoder it mixes: `model.encode(x) -> (mu, logvar)`, (K, L) each."""
+        object.__setattr__(self, "_owner", model)
 
     def components_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """mu, logvar (K, L) of the mixture's components."""
-        if self._encode is None:
-            raise RuntimeError("VampPrior: bind(encode) before use (models.VAE does)")
-        return self._encode(F.hardtanh(self.pseudo_inputs, 0.0, 1.0))
+        if self._owner is None:
+            raise RuntimeError("VampPrior: bind(model) before use (models.VAE does)")
+        norms = [m for m in self._owner.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+        for m in norms:
+            m.eval()
+        try:
+            return self._owner.encode(F.hardtanh(self.pseudo_inputs, 0.0, 1.0))
+        finally:
+            for m in norms:
+                m.train()
 
     def log_prob(self, z: torch.Tensor, rows: int = 4096) -> torch.Tensor:
         """log p(z) = logsumexp_k log N(z; mu_k, sigma_k²) - log K, in nats: (..., L) -> (...). Computed `rows`

@@ -64,10 +64,10 @@ class VAE(nn.Module):
         self.use(prior or StandardNormal(), posterior or GaussianPosterior())
 
     def use(self, prior: Prior, posterior: Posterior) -> VAE:
-        """Set the prior and the posterior (a VampPrior is bound to this model's encoder)."""
+        """Set the prior and the posterior (a VampPrior is bound to this model, whose encoder it mixes)."""
         self.prior, self.posterior = prior, posterior
         if hasattr(prior, "bind"):
-            prior.bind(self.encode)
+            prior.bind(self)
         return self
 
     @property
