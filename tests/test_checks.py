@@ -44,16 +44,25 @@ CLI_CASES = {
     "lattent_dim=3": "lattent_dim: the config has no setting 'lattent_dim'; did you mean latent_dim? "
     "(add a new key with +lattent_dim=...)",
     # model
-    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, locatello, mlp",
+    "model=transformer": "model=transformer: no such option; model accepts conv, conv64, locatello, mlp, mlp2",
     "model=conv model.channels=[]": "model.channels=[]: must be a non-empty list of integers >= 1",
     "model.hidden=[a]": "model.hidden=[a]: must be a list of integers >= 1",
     "model.hiden=[3]": "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
-    "(its settings: hidden, latent_dim, split_heads)",
+    "(its settings: activation, hidden, latent_dim, split_heads)",
     "model=conv model.activation=gelu": "model.activation=gelu: must be relu or leaky_relu",
     "model=conv64": JOB + "model=conv64 needs images larger than 32x32 (5 stride-2 layers); the dataset gives "
     "1x28x28 (C x H x W): use model=mlp or a larger dataset",
     "latent_dim=100000000 device=cpu": JOB + MEMORY.pattern,
+    # prior and posterior
+    "prior=vamp prior.components=0": "prior.components=0: must be an integer >= 1",
+    "prior=gaussian": "prior=gaussian: no such option; prior accepts standard, two_layer, vamp",
+    "posterior=iaf posterior.steps=0": "posterior.steps=0: must be an integer >= 1",
+    "model=mlp2 posterior=iaf": JOB + "prior=two_layer has 2 stochastic layer(s), posterior=iaf has 1: they must "
+    "agree; use prior=two_layer posterior=two_layer together (model=mlp2 selects both), or neither",
+    "loss=ae posterior=iaf": JOB + "loss=ae with posterior=iaf: a deterministic autoencoder draws no z and has no "
+    "rate, so it has no use for them; use prior=standard posterior=gaussian, or a stochastic loss",
     # loss and likelihood
+    "loss=iwae loss.k=0": "loss.k=0: must be an integer >= 1",
     "loss=capacity loss.c_steps=1.5": "loss.c_steps=1.5: must be an integer >= 0",
     "loss=capacity loss.gamma=-1": "loss.gamma=-1: must be a number >= 0",
     "kl_warmup_steps=-1": "kl_warmup_steps=-1: must be an integer >= 0",
@@ -67,6 +76,7 @@ CLI_CASES = {
     "scheduler=step scheduler.step_size=0": "scheduler.step_size=0: must be an integer >= 1",
     # dataset
     "dataset.val_size=0": "dataset.val_size=0: must be an integer >= 1",
+    "dataset.binarize=yes": "dataset.binarize=yes: must be none, static or dynamic",
     "dataset=celeba dataset.crop=0": "dataset.crop=0: must be an integer >= 1",
     "dataset=mnist dataset.variant=KMNIST": "dataset.variant=KMNIST: must be MNIST or FashionMNIST",
     "dataset=mnist": JOB + "dataset.data_dir: MNIST not found under '{tmp}/no_data' with dataset.download=false; set "
@@ -78,7 +88,7 @@ CLI_CASES = {
     "(add a new key with +eval.batchsize=...)",
     # sweeps
     "beta=0.1,1": "beta=0.1,1: a sweep over values runs only with --multirun (for a list, write beta=[...])",
-    "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, grid, pareto",
+    "--multirun sweep=nope": "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, families, grid, pareto",
     "--multirun hydra.sweeper.n_trials=0": "hydra.sweeper.n_trials=0: must be an integer >= 1",
     "--multirun hydra.sweeper.max_failure_rate=2": "hydra.sweeper.max_failure_rate=2: must be a number from 0 to 1",
     "--multirun hydra.sweeper.n_jobs=0": "hydra.sweeper.n_jobs=0: must be an integer >= 1, or -1 for one per core",
@@ -148,12 +158,12 @@ def refused(argv: list[str]) -> str:
         ),
         (["+latent_dim=4"], "+latent_dim=4: Could not append to config. An item is already at 'latent_dim'."),
         (["~nope"], "~nope: Could not delete from config. 'nope' does not exist."),
-        (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp"),
+        (["model=null"], "model=null: choose an option; model accepts conv, conv64, locatello, mlp, mlp2"),
         (["~model"], "model=null: choose an option with model=<option>"),
         (
             ["+model.hiden=3"],
             "model.hiden: model=mlp has no setting 'hiden'; did you mean hidden? "
-            "(its settings: hidden, latent_dim, split_heads)",
+            "(its settings: activation, hidden, latent_dim, split_heads)",
         ),
         (
             ["-m", "hydra/sweeper/sampler=foo"],

@@ -16,8 +16,11 @@ def options(group: str) -> list[str]:
 
 
 def test_every_group_has_its_options():
-    assert options("model") == ["conv", "conv64", "locatello", "mlp"]
-    assert options("loss") == ["ae", "beta", "capacity", "elbo", "multirate"]
+    assert options("model") == ["conv", "conv64", "locatello", "mlp", "mlp2"]
+    assert options("prior") == ["standard", "two_layer", "vamp"]
+    assert options("posterior") == ["gaussian", "iaf", "two_layer"]
+    assert options("loss") == ["ae", "beta", "capacity", "elbo", "iwae", "multirate"]
+    assert options("experiment") == ["iwae_burda", "vae_pythae", "vamp_tomczak"]
     assert options("optimizer") == ["adam", "adamw", "sgd"]
     assert options("scheduler") == ["exponential", "none", "step"]
     assert options("dataset") == [
@@ -31,16 +34,22 @@ def test_every_group_has_its_options():
         "sprites",
     ]
     assert options("likelihood") == ["bernoulli", "gaussian"]
-    assert options("sweep") == ["curve", "disentangle", "elbo", "grid", "pareto"]
+    assert options("sweep") == ["curve", "disentangle", "elbo", "families", "grid", "pareto"]
 
 
 @pytest.mark.parametrize("option", options("loss"))
 def test_losses_instantiate(option):
-    loss = instantiate_group(compose_config([f"loss={option}", "beta=0.25"]).loss, "loss")
+    k = ["loss.k=1"] if option == "iwae" else []  # iwae with one draw: the negative ELBO
+    loss = instantiate_group(compose_config([f"loss={option}", "beta=0.25", *k]).loss, "loss")
     terms = loss(torch.tensor([100.0]), torch.tensor([10.0]), step=10**6)
-    expected = {"ae": 100.0, "beta": 102.5, "elbo": 110.0, "capacity": 100.0 + 1000.0 * 15.0, "multirate": 110.0}[
-        option
-    ]  # multirate without per-example betas: beta = 1
+    expected = {
+        "ae": 100.0,
+        "beta": 102.5,
+        "elbo": 110.0,
+        "capacity": 100.0 + 1000.0 * 15.0,
+        "multirate": 110.0,  # without per-example betas: beta = 1
+        "iwae": 110.0,
+    }[option]
     assert terms["loss"].item() == pytest.approx(expected)
 
 
@@ -84,6 +93,8 @@ def test_sweeps_compose(sweep):
     sweeper = cfg.hydra.sweeper
     if sweep == "grid":
         assert sweeper._target_.endswith("BasicSweeper") and sweeper.params.beta == "0.1,1,4"
+    elif sweep == "families":
+        assert sweeper._target_.endswith("BasicSweeper") and set(sweeper.params) == {"prior", "posterior", "beta"}
     else:
         assert sweeper._target_.endswith("VaeOptunaSweeper") and sweeper.storage.startswith("sqlite:///")
         assert set(sweeper.params) >= ({"beta"} if sweep == "disentangle" else {"latent_dim", "lr"})
@@ -93,6 +104,7 @@ def test_sweeps_compose(sweep):
             "pareto": ["distortion", "rate"],
             "elbo": ["neg_elbo"],
             "grid": None,
+            "families": None,
             "curve": ["curve_hypervolume"],
             "disentangle": ["distortion", "mig"],
         }[sweep]

@@ -73,13 +73,7 @@ def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
     missing = {"model", "optimizer", "epoch", "step", "history", "rng", "config"} - set(ckpt)
     if missing:
         raise ConfigError(f"resume={resume}: {path} is not a vae_sweep checkpoint (no {', '.join(sorted(missing))})")
-    now = OmegaConf.to_container(cfg, resolve=True)
-    for key in ("latent_dim", "model", "dataset"):
-        for (k, a), (_, b) in zip(_leaves(key, ckpt["config"][key]), _leaves(key, now[key])):
-            if a != b:
-                raise ConfigError(
-                    f"resume={resume}: the checkpoint has {k}={a}, this run asks for {k}={b}; they must match"
-                )
+    check_same_settings(resume, ckpt["config"], OmegaConf.to_container(cfg, resolve=True))
     if ckpt["epoch"] > cfg.epochs:  # as many: training is done, and the run evaluates the checkpoint
         raise ConfigError(
             f"epochs={cfg.epochs}: the checkpoint already has {ckpt['epoch']} epochs; set epochs to at least that"
@@ -87,11 +81,39 @@ def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
     return ckpt
 
 
+MUST_MATCH = ("latent_dim", "model", "prior", "posterior", "dataset")  # what the weights and the data depend on
+# Settings added after checkpoints were first written, with the value a checkpoint without them was trained with.
+# A setting missing from a checkpoint and not listed here is refused, since nobody can say what it was.
+ADDED_LATER = {
+    "prior._target_": "vae_sweep.families.StandardNormal",
+    "posterior._target_": "vae_sweep.families.GaussianPosterior",
+    "model.activation": "relu",
+    "dataset.binarize": "none",
+    "dataset.binarize_seed": 0,
+}
+
+
+def check_same_settings(resume: str, saved: dict, now: dict) -> None:
+    """The checkpoint's settings of MUST_MATCH equal this run's, compared by name (never by position, so a new
+    setting in one of them is read as its ADDED_LATER value, not paired with its neighbour's)."""
+    before = dict(_leaves("", {k: saved[k] for k in MUST_MATCH if k in saved}))
+    after = dict(_leaves("", {k: now[k] for k in MUST_MATCH if k in now}))
+    missing = object()
+    for key in sorted(before.keys() | after.keys()):
+        a, b = before.get(key, ADDED_LATER.get(key, missing)), after.get(key, ADDED_LATER.get(key, missing))
+        if a != b:
+            shown = ["(not set)" if v is missing else v for v in (a, b)]
+            raise ConfigError(
+                f"resume={resume}: the checkpoint has {key}={shown[0]}, this run asks for {key}={shown[1]}; "
+                "they must match"
+            )
+
+
 def _leaves(prefix: str, node: object) -> list[tuple[str, object]]:
     """('model.hidden', [400]) pairs of a nested config, in a stable order."""
-    if not isinstance(node, dict):
+    if not isinstance(node, dict) or not node:
         return [(prefix, node)]
-    return [leaf for k in sorted(node) for leaf in _leaves(f"{prefix}.{k}", node[k])]
+    return [leaf for k in sorted(node) for leaf in _leaves(f"{prefix}.{k}".lstrip("."), node[k])]
 
 
 def restore(parts: Parts, ckpt: dict, state: TrainState) -> None:

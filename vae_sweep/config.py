@@ -20,8 +20,20 @@ from typing import Annotated, ClassVar, Literal
 
 from vae_sweep.registry import OBJECTIVES
 
-JOB_GROUPS = ("model", "loss", "likelihood", "optimizer", "scheduler", "dataset")  # each makes part of a job
-GROUPS = (*JOB_GROUPS, "sweep", "debug")  # every group a command line may choose an option of
+JOB_GROUPS = (
+    "model",
+    "prior",
+    "posterior",
+    "loss",
+    "likelihood",
+    "optimizer",
+    "scheduler",
+    "dataset",
+)  # each makes part of a job
+GROUPS = (*JOB_GROUPS, "experiment", "sweep", "debug")  # every group a command line may choose an option of
+# Job groups added after studies and checkpoints were first recorded, with the option that one without them used:
+# a study records these only where they differ, so a study made before them goes on (vae_sweep/sweep/study.py).
+ADDED_GROUPS = {"prior": "standard", "posterior": "gaussian"}
 # Settings that change how a run runs or where it reads and writes, not what it computes: they define no experiment
 # (vae_sweep/sweep/study.py names studies without them) and are no parameter of a trial (vae_sweep/analysis/sources.py).
 NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size", "resume")
@@ -157,6 +169,7 @@ class MLPSettings:  # model=mlp
     latent_dim: Annotated[PositiveInt, SIZE]
     hidden: Annotated[list[PositiveInt], SIZE]  # may be empty: a linear encoder and decoder
     split_heads: bool
+    activation: Literal["relu", "leaky_relu", "tanh"]
 
 
 @dataclass
@@ -172,6 +185,28 @@ class ConvSettings:  # model=conv, model=conv64
 class LocatelloSettings:  # model=locatello
     name: str
     latent_dim: Annotated[PositiveInt, SIZE]
+
+
+# --- prior and posterior (vae_sweep/families.py) -------------------------------------------------------------------
+
+
+@dataclass
+class VampPriorSettings:  # prior=vamp
+    components: Annotated[PositiveInt, SIZE]  # pseudo-inputs K
+
+
+@dataclass
+class IAFSettings:  # posterior=iaf
+    latent_dim: Annotated[PositiveInt, SIZE]
+    steps: Annotated[PositiveInt, SIZE]  # flow steps T
+    hidden: Annotated[PositiveInt, SIZE]  # MADE hidden units per step
+
+
+@dataclass
+class TwoLayerSettings:  # prior=two_layer, posterior=two_layer (vae_sweep/stochastic_layers.py)
+    latent_dim: Annotated[PositiveInt, SIZE]  # z1, the layer the decoder reads
+    top_dim: Annotated[PositiveInt, SIZE]  # z2
+    hidden: Annotated[list[PositiveInt], Length(min=1), SIZE]  # tanh units of each conditional Gaussian
 
 
 # --- loss and likelihood (vae_sweep/losses.py) ------------------------------------------------------------------
@@ -201,6 +236,12 @@ class MultiRateLossSettings:  # loss=multirate (beta_min < beta_max, and eval.be
     beta_min: Positive
     beta_max: Positive
     conditioning: Literal["film", "gates", "both"]
+    warmup_steps: Count
+
+
+@dataclass
+class IWAELossSettings:  # loss=iwae
+    k: PositiveInt  # importance samples per example and step
     warmup_steps: Count
 
 
@@ -259,6 +300,8 @@ class ExponentialLRSettings:  # scheduler=exponential
 class SplitSettings:  # dataset=mnist_5k, dataset=digits (val_size's upper end depends on the data: checked on loading)
     val_size: PositiveInt
     split_seed: Seed
+    binarize: Literal["none", "static", "dynamic"]  # data.binarized
+    binarize_seed: Seed
 
 
 @dataclass
@@ -266,6 +309,8 @@ class TorchvisionMNISTSettings:  # dataset=mnist, dataset=fashion_mnist
     variant: Literal["MNIST", "FashionMNIST"]
     data_dir: str
     download: bool
+    binarize: Literal["none", "static", "dynamic"]
+    binarize_seed: Seed
 
 
 @dataclass
@@ -337,6 +382,13 @@ class OptunaSweeperSettings:
 
 SCHEMAS: dict[str, type] = {
     "vae_sweep.models.mlp_vae": MLPSettings,
+    "vae_sweep.families.StandardNormal": NoSettings,
+    "vae_sweep.families.VampPrior": VampPriorSettings,
+    "vae_sweep.families.GaussianPosterior": NoSettings,
+    "vae_sweep.families.IAFPosterior": IAFSettings,
+    "vae_sweep.stochastic_layers.TwoLayerPrior": TwoLayerSettings,
+    "vae_sweep.stochastic_layers.TwoLayerPosterior": TwoLayerSettings,
+    "vae_sweep.losses.IWAELoss": IWAELossSettings,
     "vae_sweep.models.conv_vae": ConvSettings,
     "vae_sweep.models.locatello_vae": LocatelloSettings,
     "vae_sweep.losses.BetaVAELoss": BetaLossSettings,

@@ -97,6 +97,7 @@ class ImageData:
     val_x: torch.Tensor  # (N_val, C, H, W)
     val_y: torch.Tensor  # (N_val,)
     factors: Factors | None = None
+    binarize: str = "none"  # none | static | dynamic: under dynamic the training loop samples each batch anew
 
     def __post_init__(self) -> None:
         for x, y in ((self.train_x, self.train_y), (self.val_x, self.val_y)):
@@ -198,6 +199,26 @@ def sklearn_digits(val_size: int = 297, split_seed: int = 0) -> ImageData:
     return _split("digits", x, y, val_size, split_seed)
 
 
+BINARIZE_KEYS = ("binarize", "binarize_seed")  # dataset settings of `load`, not of the builders
+
+
+def bernoulli_sample(x: torch.Tensor, seed: int) -> torch.Tensor:
+    """Binary images x_bin ~ Bernoulli(x) per pixel from a generator seeded `seed`, as uint8 0/255: (N, C, H, W)."""
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.bernoulli(as_float(x), generator=gen) * 255).to(torch.uint8)
+
+
+def binarized(data: ImageData, binarize: str, seed: int) -> ImageData:
+    """`dataset.binarize`: none leaves the grey levels; static samples train and validation images once (seed
+    `seed`, so the same seed gives the same images); dynamic samples the validation images once and marks the data
+    so that the training loop samples each training batch anew (Burda et al. 2016's dynamic binarization)."""
+    if binarize == "none":
+        return data
+    train_x = bernoulli_sample(data.train_x, seed + 1) if binarize == "static" else data.train_x
+    val_x = bernoulli_sample(data.val_x, seed)
+    return dataclasses.replace(data, train_x=train_x, val_x=val_x, binarize=binarize)
+
+
 _LOADED: dict[tuple[str, str], ImageData] = {}  # (the dataset's config as YAML, device) -> the data, for this process
 
 
@@ -209,7 +230,10 @@ def load(dataset_cfg: DictConfig, device: torch.device | str) -> ImageData:
     """
     key = (OmegaConf.to_yaml(dataset_cfg, resolve=True), str(device))
     if key not in _LOADED:
-        data = instantiate_group(dataset_cfg, "dataset")
+        settings = OmegaConf.to_container(dataset_cfg, resolve=True)
+        node = OmegaConf.create({k: v for k, v in settings.items() if k not in BINARIZE_KEYS})
+        data = instantiate_group(node, "dataset")
+        data = binarized(data, dataset_cfg.get("binarize", "none"), dataset_cfg.get("binarize_seed", 0))
         _LOADED[key] = data.to(device)
         log.info(
             "dataset %s: %s images of shape %s on %s",

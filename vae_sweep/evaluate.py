@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import torch
 
 from vae_sweep.data import as_float
-from vae_sweep.losses import kl_per_dim
+from vae_sweep.losses import distortion_and_rate, kl_per_dim
 from vae_sweep.models import VAE
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Cov_x(E_q[z_i]) above this counts as active (Burda et al. 2016, Sec. 5.2)
@@ -39,23 +39,27 @@ def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 def validation_terms(model: VAE, likelihood, x: torch.Tensor, stochastic: bool, batch_size: int = 500) -> dict:
     """Mean over the examples of x (N, C, H, W):
-    distortion_nats, rate_nats and neg_elbo_nats per example; mse_per_pixel; kl_per_dim_nats (list of L);
-    and the posterior means mu (N, L) for active units and plots.
+    distortion_nats, rate_nats and neg_elbo_nats per example; mse_per_pixel; kl_per_dim_nats (list of L, or None
+    where the rate does not split by dimension: `per_dim_undefined` says why); and the posterior means mu (N, L)
+    for active units and plots.
 
     Distortion is a one-sample estimate with z ~ q(z|x), as in training (the decoded posterior mean when the
-    model is a deterministic autoencoder, `stochastic=False`).
+    model is a deterministic autoencoder, `stochastic=False`). The rate is the closed-form KL for a Gaussian
+    posterior with the standard prior, else the one-draw Monte Carlo estimate of E_q[log q(z|x) - log p(z)] at the
+    distortion's draw (`losses.distortion_and_rate`): the same estimators for every loss.
     """
     sums = {"distortion": 0.0, "rate": 0.0, "mse": 0.0}
     kl_dims, mus = 0.0, []
+    closed_form = model.closed_form_rate or not stochastic
     with eval_mode(model):
         for xb in _batches(x, batch_size):
-            logits, mu, logvar = model(xb, sample=stochastic)
-            kl = kl_per_dim(mu, logvar)  # (B, L)
-            sums["distortion"] += likelihood.distortion(logits, xb).sum().item()
-            sums["rate"] += kl.sum().item()
-            sums["mse"] += (torch.sigmoid(logits) - xb).pow(2).flatten(1).mean(1).sum().item()
-            kl_dims = kl_dims + kl.sum(0)
-            mus.append(mu)
+            t = distortion_and_rate(model, likelihood, xb, sample=stochastic)
+            sums["distortion"] += t.distortion.sum().item()
+            sums["rate"] += t.rate.sum().item()
+            sums["mse"] += (torch.sigmoid(t.logits) - xb).pow(2).flatten(1).mean(1).sum().item()
+            if closed_form:
+                kl_dims = kl_dims + kl_per_dim(t.mu, t.logvar).sum(0)  # (L,)
+            mus.append(t.mu)
     n = len(x)
     terms = {k: v / n for k, v in sums.items()}
     return {
@@ -63,9 +67,29 @@ def validation_terms(model: VAE, likelihood, x: torch.Tensor, stochastic: bool, 
         "rate": terms["rate"],
         "neg_elbo": terms["distortion"] + terms["rate"],
         "mse": terms["mse"],
-        "kl_per_dim": (kl_dims / n).tolist(),
+        "kl_per_dim": (kl_dims / n).tolist() if closed_form else None,
         "mu": torch.cat(mus),
     }
+
+
+def rate_estimator(model: VAE) -> str:
+    """metrics.json's `rate_estimator`: how the rate (and neg_elbo) was computed."""
+    return "closed_form" if model.closed_form_rate else "monte_carlo (1 sample per example)"
+
+
+def undefined_per_dim(model: VAE) -> dict[str, str]:
+    """What metrics.json says in place of kl_per_dim, active_units and the traversals' order where they are not
+    defined: the rate splits by dimension only as a KL between diagonal Gaussians, and under a flow E_q[z] != mu."""
+    if model.closed_form_rate:
+        return {}
+    why = {}
+    if not model.prior.standard:
+        why["kl_per_dim"] = "not defined: the rate against a prior other than N(0, I) does not split by latent dim"
+    if not model.posterior.gaussian:
+        why["kl_per_dim"] = "not defined: the rate of a posterior other than a diagonal Gaussian does not split by dim"
+        why["active_units"] = "not defined: the posterior mean of z is not the encoder's mu"
+    why["traversals"] = "drawn in latent order, not by rate: " + why["kl_per_dim"].removeprefix("not defined: ")
+    return why
 
 
 def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> int:
@@ -74,32 +98,26 @@ def active_units(mu: torch.Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> 
     return int((mu.var(dim=0, unbiased=True) > threshold).sum().item())
 
 
-def _log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; mu, diag(exp(logvar))) summed over the last dim, in nats."""
-    return -0.5 * (logvar + (z - mu).pow(2) / logvar.exp() + math.log(2 * math.pi)).sum(-1)
-
-
-def iwae_nll(model: VAE, likelihood, x: torch.Tensor, k: int, batch_size: int = 100, chunk: int = 32) -> float:
+def iwae_nll(model: VAE, likelihood, x: torch.Tensor, k: int, batch_size: int = 100, max_images: int = 3200) -> float:
     """Importance-weighted bound on -log p(x) with k samples, in nats per example (Burda et al. 2016, Eq. 8):
 
-        -log p(x) <= -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x).
+        -log p(x) <= -log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x),   z_i ~ q(z|x),
 
-    k = 1 gives the negative ELBO; the bound tightens as k grows. Samples are drawn in chunks of `chunk`
-    to bound memory at (chunk * batch_size) decoded images.
+    with log p(z) from the model's prior and log q(z|x) from its posterior (a flow's included), so it holds for
+    every family. k = 1 gives the negative ELBO in expectation; the bound tightens as k grows. Draws are decoded in
+    chunks of at most `max_images` images (chunk * batch), so memory does not grow with k (k = 5,000 works).
     """
-    total = 0.0
+    total, chunk = 0.0, max(1, max_images // batch_size)
     with eval_mode(model):
         for xb in _batches(x, batch_size):
             mu, logvar = model.encode(xb)  # (B, L)
             log_w = []
             for start in range(0, k, chunk):
                 s = min(chunk, k - start)
-                z = mu + (0.5 * logvar).exp() * torch.randn(s, *mu.shape, device=mu.device)  # (s, B, L)
+                z, log_qz = model.draw(mu, logvar, s)  # (s, B, L), (s, B)
                 logits = model.decode(z.flatten(0, 1))  # (s * B, C, H, W)
                 log_px = -likelihood.distortion(logits, xb.repeat(s, 1, 1, 1)).view(s, -1)  # (s, B)
-                log_pz = _log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-                log_qz = _log_normal(z, mu, logvar)
-                log_w.append(log_px + log_pz - log_qz)
+                log_w.append(log_px + model.prior.log_prob(z) - log_qz)
             log_w = torch.cat(log_w)  # (k, B)
             total += -(torch.logsumexp(log_w, 0) - math.log(k)).sum().item()
     return total / len(x)

@@ -24,7 +24,7 @@ from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.errors import ConfigError, RunFailed
-from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
+from vae_sweep.evaluate import active_units, iwae_nll, rate_estimator, undefined_per_dim, validation_terms
 from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
 from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
@@ -168,6 +168,7 @@ def run_identity(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:
     return {
         **knobs,
         **group_choices(cfg),
+        "binarize": cfg.dataset.get("binarize", "none"),  # numbers under different binarizations do not compare
         "device": str(device),
         "threads": torch.get_num_threads(),
         "params": count_parameters(parts.model),
@@ -205,12 +206,22 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
     if stochastic:
         metrics |= {k: val[k] for k in ("rate", "neg_elbo", "kl_per_dim")}
         metrics["active_units"] = active_units(val["mu"])
+        metrics |= family_metrics(parts)
         if cfg.eval.iwae_k:
             metrics["iwae_nll"] = iwae_nll(parts.model, parts.likelihood, data.val_x, cfg.eval.iwae_k)
             metrics["iwae_k"] = cfg.eval.iwae_k
     if cfg.eval.pictures:
         save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
     return metrics | disentanglement_scores(cfg, parts, data, out_dir, val.get("kl_per_dim"))
+
+
+def family_metrics(parts: Parts) -> dict:
+    """How the rate was estimated, and, where the per-dimension metrics are not defined for this prior and posterior,
+    null in their place and the reason (`undefined`: metric -> why; traversals are then in latent order)."""
+    model = parts.model
+    why = undefined_per_dim(model)
+    nulls = {k: None for k in why if k != "traversals"}
+    return {"rate_estimator": rate_estimator(model)} | nulls | ({"undefined": why} if why else {})
 
 
 def disentanglement_scores(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path, kl_per_dim) -> dict:

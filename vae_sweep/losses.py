@@ -12,7 +12,7 @@ of named scalar terms, so every term gets logged without extra code. `loss` is t
 from __future__ import annotations
 
 import math
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,8 @@ class Likelihood(Protocol):
 class Loss(Protocol):
     """An objective built from the shared terms. `stochastic`: the model samples z and the loss has a rate (False:
     z = mu, no rate, as loss=ae). Called once per optimiser step; returns scalar batch means by name, `loss` the one
-    minimised, so that every term is logged."""
+    minimised, so that every term is logged. A loss with a `samples` attribute above 1 (loss=iwae) gets its
+    distortion and rate per draw, (samples, B), from that many draws z ~ q(z|x)."""
 
     stochastic: bool
 
@@ -100,6 +101,41 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 def rate(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(q(z|x) || N(0, I)) in nats, summed over latent dimensions: (B, L) -> (B,)."""
     return kl_per_dim(mu, logvar).sum(1)
+
+
+class Terms(NamedTuple):
+    """The shared terms of one batch: distortion and rate in nats, (B,) or (samples, B); the first draw's logits
+    (B, C, H, W); and the encoder's mu, logvar (B, L)."""
+
+    distortion: torch.Tensor
+    rate: torch.Tensor
+    logits: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+
+
+def distortion_and_rate(
+    model, likelihood: Likelihood, x: torch.Tensor, sample: bool = True, samples: int = 1, **cond
+) -> Terms:
+    """The shared terms of every objective, for a `models.VAE` and images x (B, C, H, W). The rate is E_q[log q(z|x) - log p(z)]:
+    - a Gaussian posterior with the standard prior (`model.closed_form_rate`), one draw: the closed-form KL
+      (`rate`), with z from `model.forward` (today's path, draw for draw);
+    - otherwise a Monte Carlo estimate, log q(z|x) - log p(z) at the same draws z as the distortion (one each).
+    `sample=False` (loss=ae): z = mu, and the rate is the closed-form KL of the Gaussian, which that loss ignores.
+    `cond`: a conditioned model's beta (loss=multirate; the closed-form pair only).
+    """
+    if not sample or (samples == 1 and model.closed_form_rate):
+        logits, mu, logvar = model(x, sample=sample, **cond)
+        return Terms(likelihood.distortion(logits, x), rate(mu, logvar), logits, mu, logvar)
+    mu, logvar = model.encode(x)  # (B, L) each
+    z, log_q = model.draw(mu, logvar, samples)  # (S, B, L), (S, B)
+    log_p = model.prior.log_prob(z)  # (S, B)
+    logits = model.decode(z.flatten(0, 1))  # (S * B, C, H, W)
+    distortion = likelihood.distortion(logits, x.repeat(samples, 1, 1, 1)).view(samples, -1)  # (S, B)
+    rates = log_q - log_p  # (S, B)
+    if samples == 1:
+        return Terms(distortion[0], rates[0], logits, mu, logvar)
+    return Terms(distortion, rates, logits[: len(x)], mu, logvar)
 
 
 def linear_ramp(step: int, steps: int) -> float:
@@ -206,3 +242,31 @@ class MultiRateLoss:
         beta = torch.ones_like(rate) if beta is None else beta
         loss = (distortion + weight * beta * rate).mean()
         return {"loss": loss, "distortion": distortion.mean(), "rate": rate.mean(), "kl_weight": torch.tensor(weight)}
+
+
+class IWAELoss:
+    """loss = -L_k, the importance-weighted bound with k draws z_i ~ q(z|x) (Burda et al. 2016, "Importance
+    Weighted Autoencoders", Eq. 8):
+
+        L_k = E[log 1/k sum_i w_i],   log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) = -(D_i + w(t) R_i),
+
+    with D_i, R_i the distortion and the single-draw rate of draw i (nats). k = 1 is the negative ELBO. w(t) is the
+    optional KL warm-up. Logged `distortion` and `rate` are the means over draws and examples (unweighted).
+    """
+
+    stochastic = True
+
+    def __init__(self, k: int = 5, warmup_steps: int = 0) -> None:
+        self.samples, self.warmup_steps = k, warmup_steps
+
+    def __call__(self, distortion: torch.Tensor, rate: torch.Tensor, step: int) -> dict[str, torch.Tensor]:
+        """distortion, rate: (k, B) in nats (or (B,) when k = 1)."""
+        weight = linear_ramp(step, self.warmup_steps)
+        log_w = -(distortion + weight * rate).view(self.samples, -1)  # (k, B)
+        bound = torch.logsumexp(log_w, dim=0) - math.log(self.samples)  # (B,)
+        return {
+            "loss": -bound.mean(),
+            "distortion": distortion.mean(),
+            "rate": rate.mean(),
+            "kl_weight": torch.tensor(weight),
+        }

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from vae_sweep.errors import ConfigError
+from vae_sweep.families import GaussianPosterior, Posterior, Prior, StandardNormal, has_closed_form_kl
 
 Shape = tuple[int, int, int]
 
@@ -41,15 +42,42 @@ class GaussianHead(nn.Module):
 
 
 class VAE(nn.Module):
-    """q(z|x) = N(mu, diag(exp(logvar))), p(z) = N(0, I), p(x|z) given by decoder logits.
+    """q(z|x) built on N(mu, diag(exp(logvar))), a prior p(z), and p(x|z) given by decoder logits.
 
-    `encoder(x) -> features (B, F)`; `head(features) -> (mu, logvar)`; `decoder(z) -> logits (B, C, H, W)`.
+    `encoder(x) -> features (B, F)`; `head(features) -> (mu, logvar)`; `decoder(z) -> logits (B, C, H, W)`;
+    `prior` and `posterior` (vae_sweep/families.py), by default N(0, I) and the Gaussian itself: `forward` and
+    `reparameterize` are that default's path; `draw` samples any posterior with log q(z|x).
     """
 
-    def __init__(self, encoder: nn.Module, head: GaussianHead, decoder: nn.Module, latent_dim: int) -> None:
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: GaussianHead,
+        decoder: nn.Module,
+        latent_dim: int,
+        prior: Prior | None = None,
+        posterior: Posterior | None = None,
+    ) -> None:
         super().__init__()
         self.encoder, self.head, self.decoder = encoder, head, decoder
         self.latent_dim = latent_dim
+        self.use(prior or StandardNormal(), posterior or GaussianPosterior())
+
+    def use(self, prior: Prior, posterior: Posterior) -> VAE:
+        """Set the prior and the posterior (a VampPrior is bound to this model, whose encoder it mixes)."""
+        self.prior, self.posterior = prior, posterior
+        if hasattr(prior, "bind"):
+            prior.bind(self)
+        return self
+
+    @property
+    def closed_form_rate(self) -> bool:
+        """The rate is KL(N(mu, sigma²) || N(0, I)) in closed form; otherwise a Monte Carlo estimate."""
+        return has_closed_form_kl(self.prior, self.posterior)
+
+    def draw(self, mu: torch.Tensor, logvar: torch.Tensor, n: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        """n draws z ~ q(z|x) and log q(z|x) in nats: (B, L) -> (n, B, L), (n, B)."""
+        return self.posterior(mu, logvar, n)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.encoder(x))  # (B, L), (B, L)
@@ -60,7 +88,9 @@ class VAE(nn.Module):
         return mu + std * torch.randn_like(std)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(z)  # logits (B, C, H, W)
+        """z (B, L) -> logits (B, C, H, W); a z with more entries (two stochastic layers: (z1, z2)) gives its
+        first L, the layer the decoder reads."""
+        return self.decoder(z[..., : self.latent_dim] if z.shape[-1] > self.latent_dim else z)
 
     def forward(self, x: torch.Tensor, sample: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """`sample=False` decodes the posterior mean: the deterministic autoencoder path."""
@@ -72,32 +102,41 @@ class VAE(nn.Module):
 # --- fully connected ------------------------------------------------------------------------------------
 
 
-def _mlp(sizes: Sequence[int]) -> nn.Sequential:
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "tanh": nn.Tanh}
+
+
+def _mlp(sizes: Sequence[int], activation: str = "relu") -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
+        layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
     return nn.Sequential(*layers)
 
 
 class MLPDecoder(nn.Module):
-    def __init__(self, latent_dim: int, hidden: Sequence[int], shape: Shape) -> None:
+    def __init__(self, latent_dim: int, hidden: Sequence[int], shape: Shape, activation: str = "relu") -> None:
         super().__init__()
         self.shape = shape
-        self.body = _mlp([latent_dim, *hidden])
+        self.body = _mlp([latent_dim, *hidden], activation)
         self.out = nn.Linear(hidden[-1] if hidden else latent_dim, math.prod(shape))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.body(z)).view(-1, *self.shape)  # (B, C, H, W)
 
 
-def mlp_vae(input_shape: Shape, latent_dim: int, hidden: Sequence[int] = (400,), split_heads: bool = False) -> VAE:
+def mlp_vae(
+    input_shape: Shape,
+    latent_dim: int,
+    hidden: Sequence[int] = (400,),
+    split_heads: bool = False,
+    activation: str = "relu",
+) -> VAE:
     """The classic fully connected VAE (784-400-20 on MNIST): `hidden` lists the encoder's layer widths,
-    and the decoder mirrors them."""
+    and the decoder mirrors them; `activation` relu | leaky_relu | tanh (Burda et al. 2016 use tanh)."""
     hidden = list(hidden)
     n_in = math.prod(input_shape)
-    encoder = nn.Sequential(nn.Flatten(), _mlp([n_in, *hidden]))
+    encoder = nn.Sequential(nn.Flatten(), _mlp([n_in, *hidden], activation))
     head = GaussianHead(hidden[-1] if hidden else n_in, latent_dim, split_heads)
-    decoder = MLPDecoder(latent_dim, hidden[::-1], input_shape)
+    decoder = MLPDecoder(latent_dim, hidden[::-1], input_shape, activation)
     return VAE(encoder, head, decoder, latent_dim)
 
 
@@ -177,7 +216,7 @@ def conv_vae(
     """
     channels = list(channels)
     check_conv_input(input_shape, channels, name)
-    act = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}[activation]
+    act = ACTIVATIONS[activation]
     encoder = ConvEncoder(input_shape[0], channels, act)
     hs, ws = _conv_sides(input_shape[1], len(channels)), _conv_sides(input_shape[2], len(channels))
     head = GaussianHead(channels[-1] * hs[-1] * ws[-1], latent_dim, split_heads)

@@ -98,8 +98,8 @@ def _save_reconstructions(model: VAE, x: torch.Tensor, mu: torch.Tensor, out_dir
 
 
 def _save_samples(model: VAE, out_dir: Path, n: int, gen: torch.Generator, device: torch.device) -> Path:
-    """n * n decoded prior samples z ~ N(0, I), drawn from `gen` on CPU so any device gives the same z."""
-    z = torch.randn(n * n, model.latent_dim, generator=gen).to(device)  # (n*n, L)
+    """n * n decoded prior samples z ~ p(z) (the model's prior), drawn from `gen` on CPU so any device gives the same z."""
+    z = model.prior.sample(n * n, model.latent_dim, generator=gen).to(device)  # (n*n, L)
     path = out_dir / "samples.png"
     save_image(_image_mean(model, z), path, nrow=n)
     return path

@@ -62,7 +62,9 @@ _ALL = (
     Metric(
         "rate",
         NATS,
-        "KL(q(z|x) || N(0, I)) summed over latent dims, averaged over validation examples",
+        "KL(q(z|x) || p(z)) = E_q[log q(z|x) - log p(z)], averaged over validation examples: in closed form, summed "
+        "over latent dims, for prior=standard posterior=gaussian (p = N(0, I)); else a one-draw Monte Carlo estimate "
+        "(rate_estimator says which)",
         needs_rate=True,
         objective=True,
     ),

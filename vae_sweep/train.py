@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
@@ -22,8 +22,9 @@ from vae_sweep.checkpoint import save_checkpoint
 from vae_sweep.checks import check_fits_in_memory
 from vae_sweep.data import ImageData, as_float
 from vae_sweep.evaluate import validation_terms
+from vae_sweep.families import DEFAULT_NODES, OPTION, check_family
 from vae_sweep.hydra_api import instantiate_group
-from vae_sweep.losses import BetaConditionedLoss, Likelihood, Loss, rate
+from vae_sweep.losses import BetaConditionedLoss, Likelihood, Loss, distortion_and_rate
 from vae_sweep.models import VAE, count_parameters
 from vae_sweep.preemption import Preempted, StopRequest
 from vae_sweep.registry import Status
@@ -66,8 +67,9 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     with torch.device("meta"):
         sized = instantiate_group(cfg.model, "model", input_shape=input_shape)
     check_fits_in_memory(cfg, count_parameters(sized), device)
-    model = instantiate_group(cfg.model, "model", input_shape=input_shape)
     loss = instantiate_group(cfg.loss, "loss")
+    prior, posterior = build_family(cfg, input_shape, loss)
+    model = instantiate_group(cfg.model, "model", input_shape=input_shape).use(prior, posterior)
     if isinstance(loss, BetaConditionedLoss):
         model = loss.condition(model)
         model.set_beta(cfg.eval.beta)  # the beta it is validated and pictured at
@@ -75,6 +77,16 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     optimizer = instantiate_group(cfg.optimizer, "optimizer")(model.parameters())
     scheduler = instantiate_group(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None
     return Parts(model, optimizer, scheduler, loss, instantiate_group(cfg.likelihood, "likelihood"))
+
+
+def build_family(cfg: DictConfig, input_shape: tuple[int, int, int], loss: Loss):
+    """The prior and the posterior of conf/prior/ and conf/posterior/ (vae_sweep/families.py), refused in one line
+    where the loss cannot use them; a config without the groups gets their defaults."""
+    nodes = {g: cfg.get(g) or OmegaConf.create(DEFAULT_NODES[g]) for g in ("prior", "posterior")}
+    prior = instantiate_group(nodes["prior"], "prior", input_shape=input_shape)
+    posterior = instantiate_group(nodes["posterior"], "posterior")
+    check_family(loss, prior, posterior, tuple(OPTION.get(n._target_, n._target_) for n in nodes.values()))
+    return prior, posterior
 
 
 def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
@@ -91,6 +103,7 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     model, optimizer, loss, likelihood = parts.model, parts.optimizer, parts.loss, parts.likelihood
     x_all, batch_size, sample = data.train_x, int(cfg.batch_size), loss.stochastic
     multirate = isinstance(loss, BetaConditionedLoss)  # loss=multirate: a beta per example, to model and loss
+    samples, dynamic = getattr(loss, "samples", 1), data.binarize == "dynamic"  # loss=iwae: k draws per example
     model.train()
     epoch_start, stop = state.shuffle.get_state(), state.stop
     order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
@@ -101,9 +114,10 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
     first, state.batch, state.partial = state.batch, 0, {}
     for b in range(first, n_batches):
         x = as_float(x_all[order[b * batch_size : (b + 1) * batch_size]])  # (B, C, H, W) in [0, 1]
+        x = torch.bernoulli(x) if dynamic else x  # dataset.binarize=dynamic: a fresh binary image each time
         cond = {"beta": loss.sample_beta(len(x), x.device)} if multirate else {}  # beta: (B,)
-        logits, mu, logvar = model(x, sample=sample, **cond)
-        terms = loss(likelihood.distortion(logits, x), rate(mu, logvar), state.step, **cond)
+        t = distortion_and_rate(model, likelihood, x, sample, samples, **cond)
+        terms = loss(t.distortion, t.rate, state.step, **cond)
         if not torch.isfinite(terms["loss"]):
             state.status, state.reason = Status.DIVERGED, f"loss is {terms['loss'].item()} at step {state.step}"
             log.warning("%s: stopping, status=diverged", state.reason)

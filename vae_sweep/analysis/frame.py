@@ -43,7 +43,10 @@ FRONT = ("distortion", "rate")  # the trade-off of the Pareto flag and the hyper
 ELBO_TERMS = ("distortion", "rate", "neg_elbo")  # D, R and D + R: the objectives of the history and importance
 FRAME = ("source", "trial", "status", "pareto", "error", "run_dir")  # the frame's own columns
 # metrics.json's bookkeeping, neither parameter nor metric
-RUN_FIELDS = ("iwae_k", "params", "steps", "epochs_done", "train_seconds", "wall_seconds", "threads", "device")
+RUN_FIELDS = (
+    *("iwae_k", "params", "steps", "epochs_done", "train_seconds", "wall_seconds", "threads", "device"),
+    *("rate_estimator", "undefined"),  # how the rate was estimated; the per-dim metrics that are not defined, and why
+)
 
 
 def load_sweep(sources: str | Path | Iterable[str | Path], study: str | None = None) -> pd.DataFrame:

@@ -36,7 +36,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from vae_sweep.config import JOB_GROUPS, NEUTRAL
+from vae_sweep.config import ADDED_GROUPS, JOB_GROUPS, NEUTRAL
 from vae_sweep.errors import ConfigError
 from vae_sweep.sweep.locks import require_driver, shown, storage_lock
 from vae_sweep.sweep.outage import PatientStorage
@@ -61,7 +61,8 @@ def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str]
         elif key in RECORDED_GROUPS:  # a searched group is a different experiment; a searched knob is not
             overrides[key] = o.get_value_string()
     choices = config.hydra.runtime.choices
-    settings = {g: str(choices.get(g)) for g in RECORDED_GROUPS}
+    chosen = {g: choices.get(g, ADDED_GROUPS.get(g)) for g in RECORDED_GROUPS}
+    settings = {g: str(c) for g, c in chosen.items() if g not in ADDED_GROUPS or c != ADDED_GROUPS[g]}
     settings["objectives"] = "[" + ",".join(config.get("objectives") or []) + "]"
     return settings | overrides, overrides
 
