@@ -282,13 +282,15 @@ def check_sweeper(cfg: DictConfig) -> None:
 
 
 def check_argv(argv: list[str], conf_dir: Path) -> None:
-    """Compose the config this command line asks for, once, and check it all before Hydra starts anything."""
+    """Compose the config this command line asks for, once, and check it all before Hydra starts anything; under
+    --multirun also the sweep (vae_sweep/sweep/settings.py: the sweeper's settings, its storage, the search space)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
     args = hydra_args(argv)
-    if args is None:  # --help, --version, --info, another config dir: Hydra answers those itself
+    if args is None:  # --help, --version, --info, another primary config: Hydra answers those itself
         return
+    extra_dir = config_dir(args.config_dir)
     parser = OverridesParser.create()
     overrides = parse(parser, args.overrides)
     multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN" for o in overrides)
@@ -304,18 +306,37 @@ def check_argv(argv: list[str], conf_dir: Path) -> None:
                 f"{', '.join(group_options(conf_dir, o.key_or_group))}"
             )
     fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-    cfg = compose(conf_dir, args.config_name or "config", fixed)
+    name = args.config_name or "config"
+    if multirun:
+        from vae_sweep.sweep.settings import check_gone  # the sweep's own checks, for a sweep only
+
+        check_gone(overrides)
+    cfg = compose(conf_dir, name, fixed, extra_dir)
+    lines: list[str] = []
     if multirun:  # the sweep config's own fixed values come before the command line's, as the sweeper applies them
         params = cfg.hydra.sweeper.get("params") or {}
         lines = [
             o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()
         ]
-        cfg = compose(conf_dir, args.config_name or "config", lines + fixed) if lines else cfg
+        cfg = compose(conf_dir, name, lines + fixed, extra_dir) if lines else cfg
     check_config(cfg, choices=cfg.hydra.runtime.choices)
-    if multirun:
-        check_sweeper(cfg)
     where = "sweep" if multirun else "run"
     check_writable(f"hydra.{where}.dir", str(raw(cfg.hydra[where], "dir")))
+    if multirun:
+        from vae_sweep.sweep.settings import check_sweep
+
+        searched = [o for o in overrides if o.is_sweep_override()]
+        check_sweep(cfg, searched, lambda tried: compose(conf_dir, name, lines + fixed + tried, extra_dir))
+
+
+def config_dir(given: str | None) -> Path | None:
+    """The command line's --config-dir, searched after vae_sweep's conf/ as hydra.main searches it."""
+    if given is None:
+        return None
+    path = Path(given).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"--config-dir={given}: no such folder; give a folder of config groups (model/, sweep/, ...)")
+    return path
 
 
 def hydra_args(argv: list[str]):
@@ -331,10 +352,10 @@ def hydra_args(argv: list[str]):
     parser = get_args_parser()
     parser.exit = parser.error = refuse
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_intermixed_args(argv)  # as hydra.main reads it
     except ValueError:
         return None
-    return None if args.config_path or args.config_dir or args.experimental_rerun else args
+    return None if args.config_path or args.experimental_rerun else args
 
 
 def parse(parser, lines: list[str]) -> list:
