@@ -300,6 +300,8 @@ def check_argv(argv: list[str], conf_dir: Path) -> None:
                 f"{o.input_line}: a sweep over values runs only with --multirun "
                 f"(for a list, write {o.key_or_group}=[...])"
             )
+        if o.is_sweep_override() and o.is_hydra_override():  # Hydra: "Sweeping over Hydra's configuration ..."
+            raise ConfigError(hydra_sweep(o))
         if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE and o.value() is None:  # Hydra: a ValueError
             raise ConfigError(
                 f"{o.input_line}: choose an option; {o.key_or_group} accepts "
@@ -327,6 +329,15 @@ def check_argv(argv: list[str], conf_dir: Path) -> None:
 
         searched = [o for o in overrides if o.is_sweep_override()]
         check_sweep(cfg, searched, lambda tried: compose(conf_dir, name, lines + fixed + tried, extra_dir))
+
+
+def hydra_sweep(o) -> str:
+    """Why a sweep over a `hydra.` setting cannot run, and what to write instead."""
+    key = o.key_or_group
+    if key.startswith("hydra.sweeper.params."):
+        name = key.removeprefix("hydra.sweeper.params.")
+        return f"{o.input_line}: Hydra searches no hydra.* setting; to search {name}, write {name}={o.get_value_string()}"
+    return f"{o.input_line}: Hydra searches no hydra.* setting; give {key} one value"
 
 
 def config_dir(given: str | None) -> Path | None:

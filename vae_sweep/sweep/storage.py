@@ -2,8 +2,8 @@
 
 - a URL that SQLAlchemy cannot read, or whose driver is not installed (`locks.require_driver`);
 - SQLite: a file outside the working folder whose folder does not exist (nothing is created there), and a file that
-  is not a healthy SQLite database (read only: its header, then `PRAGMA quick_check` on a `mode=ro` connection;
-  the file is never modified);
+  is not a healthy SQLite database (read only: its header, then `PRAGMA quick_check` on a read-only connection; the
+  file is never modified, and no file is created beside it);
 - a server (PostgreSQL, MySQL): one connection, given `CONNECT_TIMEOUT_S`, naming host and port, never the password.
 """
 
@@ -79,7 +79,7 @@ def sqlite_damage(path: Path) -> str | None:
     if header != SQLITE_HEADER:
         return "is not an SQLite database (it lacks SQLite's header)"
     try:
-        connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        connection = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
         try:
             problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
         finally:
@@ -89,6 +89,13 @@ def sqlite_damage(path: Path) -> str | None:
     except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
         return f"is damaged ({e})"
     return None if problems == ["ok"] else f"is damaged (SQLite's quick_check: {problems[0]})"
+
+
+def read_only_uri(path: Path) -> str:
+    """A URI that opens `path` without writing: `mode=ro`, and `immutable=1` when no process has it open in WAL mode
+    (no `-wal` file beside it), since SQLite would otherwise create `-wal` and `-shm` files to read it."""
+    wal = path.with_name(path.name + "-wal")
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if wal.exists() else "&immutable=1")
 
 
 def check_reachable(url: str, parsed: URL) -> None:
