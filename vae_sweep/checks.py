@@ -336,7 +336,9 @@ def hydra_sweep(o) -> str:
     key = o.key_or_group
     if key.startswith("hydra.sweeper.params."):
         name = key.removeprefix("hydra.sweeper.params.")
-        return f"{o.input_line}: Hydra searches no hydra.* setting; to search {name}, write {name}={o.get_value_string()}"
+        return (
+            f"{o.input_line}: Hydra searches no hydra.* setting; to search {name}, write {name}={o.get_value_string()}"
+        )
     return f"{o.input_line}: Hydra searches no hydra.* setting; give {key} one value"
 
 
