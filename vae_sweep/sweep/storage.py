@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -106,8 +107,8 @@ def check_reachable(url: str, parsed: URL) -> None:
             pass
     except sqlalchemy.exc.SQLAlchemyError as e:
         why = first_line(getattr(e, "orig", None) or e)
-        if parsed.password:
-            why = why.replace(str(parsed.password), "***")
+        if parsed.password:  # drivers do not echo it; should one, it is hidden as a whole word
+            why = re.sub(rf"(?<!\w){re.escape(str(parsed.password))}(?!\w)", "***", why)
         where = f"{parsed.host or 'localhost'}:{parsed.port or 'default port'}"
         raise ConfigError(f"{SETTING}={shown(url)}: cannot connect to {where} ({why})") from None
     finally:
