@@ -1,6 +1,7 @@
 """Hydra's Compose and instantiate APIs as vae_sweep calls them: only trusted `_target_`s are built, and the
 libraries' errors come back as one-line `ConfigError`s."""
 
+import difflib
 from pathlib import Path
 
 from vae_sweep.errors import ConfigError, first_line, unknown_setting
@@ -61,8 +62,10 @@ def compose(conf_dir, config_name: str, overrides: list[str], extra_dir=None):
         if not e.options or not e.missing_cfg_file:
             raise ConfigError(first_line(e)) from None
         group, _, option = e.missing_cfg_file.rpartition("/")
-        offered = ", ".join(o for o in e.options if (group, o) not in GONE)
-        raise ConfigError(f"{group}={option}: no such option; {group} accepts {offered}") from None
+        offered = [o for o in e.options if (group, o) not in GONE]
+        near = difflib.get_close_matches(option, offered, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ConfigError(f"{group}={option}: no such option; {hint}{group} accepts {', '.join(offered)}") from None
     except ConfigCompositionException as e:
         cause, line = e.__cause__, culprit(e, overrides)
         full_key = getattr(cause, "full_key", None)

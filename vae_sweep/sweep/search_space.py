@@ -94,14 +94,16 @@ def check_keys(cfg: DictConfig, values: dict, lines: dict, compose_with: Callabl
     tries = [list(first.values())]
     for key, (vals, _) in values.items():
         if key in cfg.hydra.runtime.choices:  # a group searched as a whole: every option must exist
-            tries += [[*(v for k, v in first.items() if k != key), f"{key}={option}"] for option in vals[1:]]
-    for lines_tried in tries:
+            tries += [[*(f for k, f in first.items() if k != key), f"{key}={v}"] for v in vals[1:]]
+    for tried in tries:
         try:
-            compose_with(lines_tried)
-        except ConfigError as e:
+            compose_with(tried)
+        except ConfigError as e:  # an option a group lacks: name the search that reaches it
             said = str(e)
-            for key, line in first.items():
-                said = said.replace(f"{line}:", f"{lines[key]}:", 1) if said.startswith(f"{line}:") else said
+            line = next((line for line in tried if said.startswith(f"{line}:")), None)
+            if line is not None:
+                key, _, value = line.partition("=")
+                said = f"{lines[key]} reaches {value}: {said}"
             raise ConfigError(said) from None
 
 
