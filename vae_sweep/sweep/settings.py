@@ -19,14 +19,6 @@ from vae_sweep.sweep.storage import check_storage
 SAMPLER, PRUNER = "hydra/sweeper/sampler", "hydra/sweeper/pruner"
 
 
-def check_gone(overrides: list) -> None:
-    """Refuse an option that its plugin still registers but that cannot work (`hydra/sweeper/sampler=motpe`), with
-    the reason, before composing it (motpe's node lacks the `seed` that the sweeps set, so Hydra's error is vague)."""
-    for o in overrides:
-        if not o.is_sweep_override() and (o.key_or_group, str(o.value())) in GONE:
-            raise ConfigError(f"{o.input_line}: {GONE[(o.key_or_group, str(o.value()))]}")
-
-
 def check_sweep(cfg: DictConfig, searched: list, compose_with: Callable[[list[str]], DictConfig]) -> None:
     """Everything a --multirun command gives its sweeper. `searched` are the command line's sweep overrides;
     `compose_with(lines)` composes the command's config with `lines` added (to try one value of each searched key)."""
