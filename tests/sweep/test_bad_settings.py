@@ -28,10 +28,12 @@ NO_ROOT_DIR = "/vae_sweep_no_such_dir"  # the case of a SQLite file in a folder 
 UNREACHABLE = "postgresql+psycopg://u:secret@127.0.0.1:1/vae"  # port 1: nothing listens
 
 
-def make_study_db(path: Path) -> None:
-    """A SQLite file of the size and shape of a small study: a few tables of a few hundred rows."""
+def make_study_db(path: Path, journal: str = "wal") -> None:
+    """A SQLite file of the size and shape of a small study: a few tables of a few hundred rows, in write-ahead
+    logging as the sweep's studies are (or another journal mode), closed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA journal_mode={journal}")
         for table in ("studies", "trials", "trial_params"):
             db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT, value REAL)")
             db.executemany(f"INSERT INTO {table} (name, value) VALUES (?, ?)", [(f"n{i}" * 20, i) for i in range(400)])
@@ -268,12 +270,15 @@ def test_bad_setting_is_one_line_before_any_work(results, name):
 # --- the storage checks alone ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("journal", ["wal", "delete"])
 @pytest.mark.parametrize("kind", ["truncated", "overwritten", "text"])
-def test_a_damaged_sqlite_file_is_named_and_left_as_it_is(tmp_path, monkeypatch, kind):
+def test_a_damaged_sqlite_file_is_named_and_left_as_it_is(tmp_path, monkeypatch, kind, journal):
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "multirun" / "pareto.db"
-    make_study_db(path)
-    check_storage("sqlite:///multirun/pareto.db")  # healthy: passes
+    make_study_db(path, journal)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["pareto.db"]
+    check_storage("sqlite:///multirun/pareto.db")  # healthy: passes, and makes no file beside it
+    assert sorted(p.name for p in path.parent.iterdir()) == ["pareto.db"]
     damage(path, kind)
     before = snapshot(tmp_path)
     with pytest.raises(ConfigError) as e:

@@ -23,6 +23,7 @@ from vae_sweep.sweep.locks import require_driver, shown
 SETTING = "hydra.sweeper.storage"
 CONNECT_TIMEOUT_S = 5  # libpq's connect_timeout: an unreachable server is named within seconds, not minutes
 SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+WRITE_VERSION, HEADER_BYTES = 18, 20  # the header's "file format write version" byte: 1 rollback journal, 2 WAL
 BUSY_TIMEOUT_S = 10  # how long the read-only check waits for another process's write lock
 
 
@@ -67,36 +68,39 @@ def check_sqlite_file(url: str, path: Path) -> None:
 
 
 def sqlite_damage(path: Path) -> str | None:
-    """What is wrong with the SQLite file at `path`, read without writing to it; None if nothing is."""
+    """What is wrong with the SQLite file at `path`, read without writing to it; None if nothing is (or if it is
+    busy or locked in a way SQLite itself will sort out: that is Optuna's to meet, not a damage)."""
     if path.is_dir():
         return "is a folder, not a database file"
     try:
         with open(path, "rb") as f:
-            header = f.read(len(SQLITE_HEADER))
+            header = f.read(HEADER_BYTES)
     except OSError as e:
         return f"cannot be read ({e.strerror})"
     if not header:
         return None  # an empty file: SQLite makes a database of it
-    if header != SQLITE_HEADER:
+    if not header.startswith(SQLITE_HEADER):
         return "is not an SQLite database (it lacks SQLite's header)"
     try:
-        connection = sqlite3.connect(read_only_uri(path), uri=True, timeout=BUSY_TIMEOUT_S)
+        connection = sqlite3.connect(read_only_uri(path, header), uri=True, timeout=BUSY_TIMEOUT_S)
         try:
             problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
         finally:
             connection.close()
-    except sqlite3.OperationalError as e:
-        return None if "locked" in str(e) else f"cannot be read as SQLite ({e})"
+    except sqlite3.OperationalError:  # locked, busy, a journal to roll back first
+        return None
     except sqlite3.DatabaseError as e:  # "file is not a database", "database disk image is malformed"
         return f"is damaged ({e})"
     return None if problems == ["ok"] else f"is damaged (SQLite's quick_check: {problems[0]})"
 
 
-def read_only_uri(path: Path) -> str:
-    """A URI that opens `path` without writing: `mode=ro`, and `immutable=1` when no process has it open in WAL mode
-    (no `-wal` file beside it), since SQLite would otherwise create `-wal` and `-shm` files to read it."""
-    wal = path.with_name(path.name + "-wal")
-    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+def read_only_uri(path: Path, header: bytes) -> str:
+    """A URI that opens `path` without writing to it. A WAL-mode file (its header's write version 2) that no process
+    has open (no `-wal` beside it) is opened `immutable=1`, since SQLite would otherwise create `-wal` and `-shm`
+    files to read it; any other file with `mode=ro` alone, whose locks wait for a process that is writing it."""
+    wal_mode = len(header) > WRITE_VERSION and header[WRITE_VERSION] == 2
+    idle = wal_mode and not path.with_name(path.name + "-wal").exists()
+    return f"file:{quote(str(path.resolve()))}?mode=ro" + ("&immutable=1" if idle else "")
 
 
 def check_reachable(url: str, parsed: URL) -> None:
