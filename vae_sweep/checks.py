@@ -310,8 +310,7 @@ def check_argv(argv: list[str], conf_dir: Path) -> None:
     if multirun:  # the sweep wing's checks, imported for a sweep only
         from vae_sweep.sweep.settings import check_sweep
 
-        searched = [o for o in overrides if o.is_sweep_override()]
-        check_sweep(cfg, searched, lambda tried: compose(conf_dir, name, lines + fixed + tried, extra_dir))
+        check_sweep(cfg, overrides, lambda tried: compose(conf_dir, name, lines + fixed + tried, extra_dir))
 
 
 def check_overrides(overrides: list, multirun: bool, conf_dir: Path) -> None:

@@ -116,6 +116,10 @@ SWEEP_CASES = [
         "-m eval.iwae_k=choice(1,1000000000)",
         "eval.iwae_k=choice(1,1000000000) reaches 1000000000: eval.iwae_k=1000000000: must be an integer from 0 to",
     ),
+    Case(  # a search of the sweep config that a fixed value replaces is still made by the sweeper, so checked
+        '-m hydra.sweeper.params.beta="interval(1,0.1)" beta=0.3',
+        "hydra.sweeper.params.beta=interval(1,0.1): interval(low, high) needs low <= high",
+    ),
     Case("-m hydra.sweeper.params.latnt_dim=choice(8,16)", "hydra.sweeper.params.latnt_dim=choice(8,16): Hydra "),
     Case("-m hydra/sweeper/sampler=grid", "hydra.sweeper.params.beta=tag(log, interval(1e-3, 10.0)): hydra/sweeper/"),
     Case("-m sweep=grid latnt_dim=1,2", f"latnt_dim: {KEY_TYPO}"),
@@ -265,6 +269,32 @@ def test_bad_setting_is_one_line_before_any_work(results, name):
     assert got["after"] == got["before"]  # no run or sweep folder, no study database; a damaged one left as it was
     assert not Path(NO_ROOT_DIR).exists()
     assert got["seconds"] < 30
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-m"],
+        ["-m", "beta=0.5", "lr=1e-3", "latent_dim=choice(2,4)", "hydra/sweeper/sampler=grid"],  # fixed values win
+        ["-m", "model=choice(mlp,conv)", "+extra=choice(1,2)", "latent_dim=range(2,10,2)"],
+        ["-m", "sweep=elbo", "hydra/sweeper/pruner=median", "hydra.sweeper.grace_period=11"],
+        ["-m", "sweep=grid", "beta=0.1,1", "latent_dim=range(2,4)"],
+        ["-m", "--config-dir", "cd", "sweep=mine", "~hydra.sweeper.params.latnt_dim", "latent_dim=choice(2,4)"],
+        ["-m", "hydra.searchpath=[file://{tmp}/cd]", "sweep=mine", "~hydra.sweeper.params.latnt_dim"],
+        ["-m", "hydra.sweeper.storage=sqlite:///{tmp}/healthy.db", "hydra.sweeper.artifact_dir=null"],
+        ["--config-dir", "cd", "model=mine", "model.hidden=[8]"],
+    ],
+)
+def test_good_command_lines_pass_and_make_nothing(argv, tmp_path, monkeypatch):
+    from vae_sweep.__main__ import CONF_DIR, with_default_sweep
+    from vae_sweep.checks import check_argv
+
+    monkeypatch.chdir(tmp_path)
+    config_dir(tmp_path)
+    make_study_db(tmp_path / "healthy.db")
+    before = snapshot(tmp_path)
+    check_argv(with_default_sweep([a.replace("{tmp}", str(tmp_path)) for a in argv]), CONF_DIR)
+    assert snapshot(tmp_path) == before
 
 
 # --- the storage checks alone ------------------------------------------------------------------------------------

@@ -14,21 +14,22 @@ from vae_sweep.errors import ConfigError, first_line
 TAGS = ("log",)  # the only tag the Optuna sweeper reads (on an interval: search log(value) uniformly)
 
 
-def check_searched(cfg: DictConfig, searched: list, compose_with: Callable[[list[str]], DictConfig], optuna: bool):
-    """The searched keys of the sweep config (`hydra.sweeper.params`) and of the command line (`searched`): each
-    parses, exists in the config (composed with one value of each), and reaches only values its schema accepts.
+def check_searched(cfg: DictConfig, command: list, compose_with: Callable[[list[str]], DictConfig], optuna: bool):
+    """The searched keys of the sweep config (`hydra.sweeper.params`) and of the command line (`command`, its parsed
+    overrides; a fixed value there replaces a search of the sweep config, as in the sweeper): each parses, exists in
+    the config (composed with one value of each), and reaches only values its schema accepts.
     Returns {name: (line, Optuna distribution)} for the Optuna sweeper, else {}."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     params = cfg.hydra.sweeper.get("params") or {}
     parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
     named = {o.input_line: f"hydra.sweeper.params.{o.input_line}" for o in parsed}
-    overrides = [o for o in [*parsed, *searched] if o.is_sweep_override() and not o.is_hydra_override()]
-    overrides = list({o.get_key_element(): o for o in overrides}.values())  # the command line's wins, as it does
-    fixed = {o.get_key_element() for o in searched if not o.is_sweep_override()}
-    overrides = [o for o in overrides if o.get_key_element() not in fixed]
-    lines = {o.get_key_element(): named.get(o.input_line, o.input_line) for o in overrides}
-    values = {o.get_key_element(): reached(o, lines[o.get_key_element()], optuna) for o in overrides}
+    every = [o for o in [*parsed, *command] if not o.is_hydra_override()]
+    said = {id(o): named.get(o.input_line, o.input_line) for o in every}
+    made = {id(o): reached(o, said[id(o)], optuna) for o in every if o.is_sweep_override()}  # the sweeper makes each
+    last = [o for o in {o.get_key_element(): o for o in every}.values() if o.is_sweep_override()]  # the command wins
+    lines = {o.get_key_element(): said[id(o)] for o in last}
+    values = {o.get_key_element(): made[id(o)] for o in last}
     check_keys(cfg, values, lines, compose_with)
     check_search_space(cfg, {k: v for k, (v, _) in values.items()}, {}, lines)
     return {k: (lines[k], dist) for k, (_, dist) in values.items() if dist is not None}

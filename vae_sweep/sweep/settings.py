@@ -19,8 +19,8 @@ from vae_sweep.sweep.storage import check_storage
 SAMPLER, PRUNER = "hydra/sweeper/sampler", "hydra/sweeper/pruner"
 
 
-def check_sweep(cfg: DictConfig, searched: list, compose_with: Callable[[list[str]], DictConfig]) -> None:
-    """Everything a --multirun command gives its sweeper. `searched` are the command line's sweep overrides;
+def check_sweep(cfg: DictConfig, overrides: list, compose_with: Callable[[list[str]], DictConfig]) -> None:
+    """Everything a --multirun command gives its sweeper. `overrides` are the command line's, parsed;
     `compose_with(lines)` composes the command's config with `lines` added (to try one value of each searched key)."""
     optuna = SCHEMAS.get(cfg.hydra.sweeper.get("_target_")) is not None
     if optuna:
@@ -28,7 +28,7 @@ def check_sweep(cfg: DictConfig, searched: list, compose_with: Callable[[list[st
         check_heartbeat(cfg.hydra.sweeper)
         if (artifact_dir := cfg.hydra.sweeper.get("artifact_dir")) is not None:
             check_writable("hydra.sweeper.artifact_dir", str(artifact_dir))
-    dists = check_searched(cfg, searched, compose_with, optuna)
+    dists = check_searched(cfg, overrides, compose_with, optuna)
     if optuna:
         sampler = build(SAMPLER, cfg.hydra.sweeper.sampler, cfg)
         if dists and getattr(sampler, "func", None) is not None:  # the grid sampler: discrete values only
