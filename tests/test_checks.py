@@ -168,7 +168,7 @@ def refused(argv: list[str]) -> str:
         (
             ["-m", "hydra/sweeper/sampler=foo"],
             "hydra/sweeper/sampler=foo: no such option; hydra/sweeper/sampler accepts "
-            "cmaes, gp, grid, motpe, nsgaii, nsgaiii, qmc, random, tpe",
+            "cmaes, gp, grid, nsgaii, nsgaiii, qmc, random, tpe",  # motpe is gone: never offered
         ),
         (["-m", "hydra.sweeper.sampler.seed=-1"], "hydra.sweeper.sampler.seed=-1: must be an integer >= 0 or null"),
         (

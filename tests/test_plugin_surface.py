@@ -18,7 +18,11 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 
 import vae_sweep
 from hydra_plugins.hydra_optuna_sweeper import _impl
-from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
+from hydra_plugins.hydra_optuna_sweeper._impl import (
+    OptunaSweeperImpl,
+    create_optuna_distribution_from_override,
+    create_params_from_overrides,
+)
 from vae_sweep.sweep.sweeper import VaeOptunaSweeperImpl
 
 
@@ -71,6 +75,18 @@ def test_create_params_from_overrides_returns_distributions_fixed_params_and_fix
     assert fixed == {"epochs": "1"} and fixed_overrides == ["~eval.pictures"]
 
 
+def test_one_override_becomes_one_distribution_or_a_value_error():
+    """sweep/search_space.py checks each searched key alone with this, before the first trial."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parse = OverridesParser.create().parse_override
+    dist = create_optuna_distribution_from_override(parse("lr=tag(log, interval(1e-4, 1e-2))"))
+    assert isinstance(dist, optuna.distributions.FloatDistribution) and dist.log and dist.low == 1e-4
+    assert create_optuna_distribution_from_override(parse("k=choice(2,4)")).choices == (2, 4)
+    with pytest.raises(ValueError, match="at least one value"):
+        create_optuna_distribution_from_override(parse("k=range(10,2)"))
+
+
 def test_the_sweeper_state_the_loop_reads_after_setup():
     """Attributes set by the plugin's __init__/setup that the loop reads: their names."""
     source = inspect.getsource(_impl.OptunaSweeperImpl.__init__) + inspect.getsource(_impl.OptunaSweeperImpl.setup)
@@ -117,7 +133,7 @@ PRIVATE_USES = {
     "study._storage": {"sweep/record.py", "sweep/study.py"},
     "._trial_id": {"sweep/record.py", "sweep/sweeper.py"},
     "hydra._internal": {"checks.py"},
-    "hydra_plugins.hydra_optuna_sweeper._impl": {"sweep/sweeper.py"},
+    "hydra_plugins.hydra_optuna_sweeper._impl": {"sweep/sweeper.py", "sweep/search_space.py"},
 }
 
 
@@ -153,6 +169,6 @@ def test_optuna_private_study_storage_and_trial_id(tmp_path):
 def test_hydra_private_args_parser_reads_a_command_line_as_hydra_main_does():
     from hydra._internal.utils import get_args_parser
 
-    args = get_args_parser().parse_args(["--multirun", "--config-name", "c", "beta=0.1"])
-    assert args.multirun and args.config_name == "c" and args.overrides == ["beta=0.1"]
+    args = get_args_parser().parse_intermixed_args(["--multirun", "beta=0.1", "--config-name", "c", "lr=1"])
+    assert args.multirun and args.config_name == "c" and args.overrides == ["beta=0.1", "lr=1"]
     assert args.config_path is None and args.config_dir is None and args.experimental_rerun is None

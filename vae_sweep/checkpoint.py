@@ -7,6 +7,7 @@ RNG stream, the history and the resolved config), so `torch.load(weights_only=Tr
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,7 +68,9 @@ def load_checkpoint(resume: str, cfg: DictConfig) -> dict:
     holds every configured epoch is accepted: the run then only evaluates it."""
     path = checkpoint_path(resume)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns of a pickle protocol it may not read; the line below says so
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, or one holding more than tensors and containers
         raise ConfigError(f"resume={resume}: cannot read {path} as a vae_sweep checkpoint ({type(e).__name__})") from e
     missing = {"model", "optimizer", "epoch", "step", "history", "rng", "config"} - set(ckpt)

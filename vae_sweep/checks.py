@@ -37,7 +37,7 @@ from vae_sweep.config import (
     RootSettings,
 )
 from vae_sweep.errors import ConfigError, first_line, unknown_setting
-from vae_sweep.hydra_api import compose
+from vae_sweep.hydra_api import GONE, compose
 from vae_sweep.registry import DISENTANGLEMENT, METRICS, OBJECTIVES
 
 if TYPE_CHECKING:
@@ -282,40 +282,79 @@ def check_sweeper(cfg: DictConfig) -> None:
 
 
 def check_argv(argv: list[str], conf_dir: Path) -> None:
-    """Compose the config this command line asks for, once, and check it all before Hydra starts anything."""
+    """Compose the config this command line asks for, once, and check it all before Hydra starts anything; under
+    --multirun also the sweep (vae_sweep/sweep/settings.py: the sweeper's settings, its storage, the search space)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import OverrideType
 
     args = hydra_args(argv)
-    if args is None:  # --help, --version, --info, another config dir: Hydra answers those itself
+    if args is None:  # --help, --version, --info, another primary config: Hydra answers those itself
         return
+    extra_dir = config_dir(args.config_dir)
     parser = OverridesParser.create()
     overrides = parse(parser, args.overrides)
     multirun = args.multirun or any(o.key_or_group == "hydra.mode" and o.value() == "MULTIRUN" for o in overrides)
+    check_overrides(overrides, multirun, conf_dir)
+    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    name = args.config_name or "config"
+    cfg = compose(conf_dir, name, fixed, extra_dir)
+    lines: list[str] = []
+    if multirun:  # the sweep config's own fixed values come before the command line's, as the sweeper applies them
+        params = cfg.hydra.sweeper.get("params") or {}
+        lines = [
+            o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()
+        ]
+        cfg = compose(conf_dir, name, lines + fixed, extra_dir) if lines else cfg
+    check_config(cfg, choices=cfg.hydra.runtime.choices)
+    where = "sweep" if multirun else "run"
+    check_writable(f"hydra.{where}.dir", str(raw(cfg.hydra[where], "dir")))
+    if multirun:  # the sweep wing's checks, imported for a sweep only
+        from vae_sweep.sweep.settings import check_sweep
+
+        check_sweep(cfg, overrides, lambda tried: compose(conf_dir, name, lines + fixed + tried, extra_dir))
+
+
+def check_overrides(overrides: list, multirun: bool, conf_dir: Path) -> None:
+    """What the overrides alone show: a sweep without --multirun, a sweep over a hydra.* setting, a group set to
+    null, and an option its plugin still registers but that cannot work (`hydra/sweeper/sampler=motpe`: its node
+    lacks the `seed` the sweeps set, so Hydra's own error would not say why)."""
+    from hydra.core.override_parser.types import OverrideType
+
     for o in overrides:
         if o.is_sweep_override() and not multirun:
             raise ConfigError(
                 f"{o.input_line}: a sweep over values runs only with --multirun "
                 f"(for a list, write {o.key_or_group}=[...])"
             )
+        if o.is_sweep_override() and o.is_hydra_override():  # Hydra: "Sweeping over Hydra's configuration ..."
+            raise ConfigError(hydra_sweep(o))
         if o.key_or_group in GROUPS and o.type == OverrideType.CHANGE and o.value() is None:  # Hydra: a ValueError
             raise ConfigError(
                 f"{o.input_line}: choose an option; {o.key_or_group} accepts "
                 f"{', '.join(group_options(conf_dir, o.key_or_group))}"
             )
-    fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-    cfg = compose(conf_dir, args.config_name or "config", fixed)
-    if multirun:  # the sweep config's own fixed values come before the command line's, as the sweeper applies them
-        params = cfg.hydra.sweeper.get("params") or {}
-        lines = [
-            o.input_line for o in parse(parser, [f"{k}={v}" for k, v in params.items()]) if not o.is_sweep_override()
-        ]
-        cfg = compose(conf_dir, args.config_name or "config", lines + fixed) if lines else cfg
-    check_config(cfg, choices=cfg.hydra.runtime.choices)
-    if multirun:
-        check_sweeper(cfg)
-    where = "sweep" if multirun else "run"
-    check_writable(f"hydra.{where}.dir", str(raw(cfg.hydra[where], "dir")))
+        if not o.is_sweep_override() and (o.key_or_group, str(o.value())) in GONE:
+            raise ConfigError(f"{o.input_line}: {GONE[(o.key_or_group, str(o.value()))]}")
+
+
+def hydra_sweep(o) -> str:
+    """Why a sweep over a `hydra.` setting cannot run, and what to write instead."""
+    key = o.key_or_group
+    if key.startswith("hydra.sweeper.params."):
+        name = key.removeprefix("hydra.sweeper.params.")
+        return (
+            f"{o.input_line}: Hydra searches no hydra.* setting; to search {name}, write {name}={o.get_value_string()}"
+        )
+    return f"{o.input_line}: Hydra searches no hydra.* setting; give {key} one value"
+
+
+def config_dir(given: str | None) -> Path | None:
+    """The command line's --config-dir, searched after vae_sweep's conf/ as hydra.main searches it."""
+    if given is None:
+        return None
+    path = Path(given).resolve()
+    if not path.is_dir():
+        raise ConfigError(f"--config-dir={given}: no such folder; give a folder of config groups (model/, sweep/, ...)")
+    return path
 
 
 def hydra_args(argv: list[str]):
@@ -331,10 +370,10 @@ def hydra_args(argv: list[str]):
     parser = get_args_parser()
     parser.exit = parser.error = refuse
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_intermixed_args(argv)  # as hydra.main reads it
     except ValueError:
         return None
-    return None if args.config_path or args.config_dir or args.experimental_rerun else args
+    return None if args.config_path or args.experimental_rerun else args
 
 
 def parse(parser, lines: list[str]) -> list:

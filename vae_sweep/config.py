@@ -107,6 +107,9 @@ Positive = Annotated[float, Range(gt=0)]
 NonNegative = Annotated[float, Range(ge=0)]
 Objective = Literal[OBJECTIVES]  # the metrics a sweep may optimise (vae_sweep/registry.py)
 Direction = Literal["minimize", "maximize"]
+IWAE_K_MAX = 100_000  # importance samples per example: 20x the literature's largest k
+# A study's base name names its SQLite file (multirun/<name>.db), so it is a plain file name.
+STUDY_NAME = Match(r"(?!\.\.?$)[^/\\\x00]+", "a plain file name: no / or \\, not . or .. (it names multirun/<name>.db)")
 DEVICE = Match(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
 
 
@@ -124,7 +127,9 @@ class DisentanglementSettings:  # eval.disentanglement: the metrics of datasets 
 
 @dataclass
 class EvalSettings:
-    iwae_k: Count  # importance samples for the IWAE bound; 0 skips it
+    # importance samples for the IWAE bound; 0 skips it. The literature's k = 5,000 (Burda et al. 2016) fits well
+    # under the bound; beyond it one evaluation takes hours.
+    iwae_k: Annotated[int, Range(ge=0, le=IWAE_K_MAX)]
     batch_size: PositiveInt  # validation batch size
     pictures: bool
     beta: Positive  # loss=multirate: the beta the one model is validated and pictured at
@@ -373,9 +378,12 @@ class OptunaSweeperSettings:
     direction: Annotated[
         Direction | Annotated[list[Direction], Length(min=1)], Accepts("minimize or maximize, or a list of them")
     ]
-    study_name: str
-    storage: str | None
+    study_name: Annotated[str, STUDY_NAME]
+    storage: str | None  # a database URL: checked by vae_sweep/sweep/storage.py
     sampler: SamplerSettings
+    heartbeat_interval: PositiveInt  # seconds (below grace_period: vae_sweep/sweep/settings.py)
+    grace_period: PositiveInt  # seconds
+    artifact_dir: str | None  # a folder that can be written, or null
     storage_retry_seconds: Annotated[float, Range(ge=0)]  # how long a lost database is tried again (s)
     wait_seconds: Annotated[float, Range(gt=0)]  # how long to wait for other workers' running trials (s)
 

@@ -1,6 +1,9 @@
 """Hydra's Compose and instantiate APIs as vae_sweep calls them: only trusted `_target_`s are built, and the
 libraries' errors come back as one-line `ConfigError`s."""
 
+import difflib
+from pathlib import Path
+
 from vae_sweep.errors import ConfigError, first_line, unknown_setting
 
 # The `_target_`s that configs may build: the project's own, torch's optimisers and schedulers, and optuna's samplers
@@ -16,6 +19,11 @@ TRUSTED_TARGETS = (
 SWEEPER_TARGETS = tuple(
     t for t in TRUSTED_TARGETS if t.startswith(("optuna.", "hydra_plugins."))
 )  # its sampler, pruner
+# Options that a plugin still registers but that cannot work, and why: never offered, refused by name.
+GONE = {
+    ("hydra/sweeper/sampler", "motpe"): "removed in optuna 4 (TPE handles several objectives itself); "
+    "use hydra/sweeper/sampler=tpe, or gp as sweep=pareto does",
+}
 
 
 def instantiate_group(node, key: str, **kwargs):
@@ -38,26 +46,32 @@ def instantiate_group(node, key: str, **kwargs):
         raise
 
 
-def compose(conf_dir, config_name: str, overrides: list[str]):
-    """Hydra's Compose API with the hydra node (`return_hydra_config`), its composition errors as one line each."""
+def compose(conf_dir, config_name: str, overrides: list[str], extra_dir=None):
+    """Hydra's Compose API with the hydra node (`return_hydra_config`), its composition errors as one line each.
+    `extra_dir` (the command line's --config-dir) is searched after `conf_dir`, as hydra.main searches it."""
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+    from hydra import initialize_config_search_path
     from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException
     from omegaconf.errors import OmegaConfBaseException
 
+    dirs = [conf_dir, *([extra_dir] if extra_dir else [])]
     try:
-        with initialize_config_dir(config_dir=str(conf_dir)):
+        with initialize_config_search_path([f"file://{Path(d).resolve()}" for d in dirs]):
             return hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
     except MissingConfigException as e:
         if not e.options or not e.missing_cfg_file:
             raise ConfigError(first_line(e)) from None
         group, _, option = e.missing_cfg_file.rpartition("/")
-        raise ConfigError(f"{group}={option}: no such option; {group} accepts {', '.join(e.options)}") from None
+        offered = [o for o in e.options if (group, o) not in GONE]
+        near = difflib.get_close_matches(option, offered, n=1)
+        hint = f"did you mean {near[0]}? " if near else ""
+        raise ConfigError(f"{group}={option}: no such option; {hint}{group} accepts {', '.join(offered)}") from None
     except ConfigCompositionException as e:
         cause, line = e.__cause__, culprit(e, overrides)
         full_key = getattr(cause, "full_key", None)
         if full_key and line in overrides and "not in struct" in str(cause):  # recomposed without it for the hint
-            raise no_such_setting(full_key, conf_dir, config_name, [o for o in overrides if o != line]) from None
+            others = [o for o in overrides if o != line]
+            raise no_such_setting(full_key, conf_dir, config_name, others, extra_dir) from None
         raise ConfigError(f"{line}: {first_line(cause or e)}") from None
     except (HydraException, OmegaConfBaseException, ValueError) as e:
         raise ConfigError(f"{culprit(e, overrides)}: {first_line(e)}") from None
@@ -71,12 +85,12 @@ def culprit(e: BaseException, overrides: list[str]) -> str:
     return next((line for line, key in zip(overrides, keys) if f"'{key}'" in str(e)), " ".join(overrides) or "config")
 
 
-def no_such_setting(full_key: str, conf_dir, config_name: str, others: list[str]) -> ConfigError:
+def no_such_setting(full_key: str, conf_dir, config_name: str, others: list[str], extra_dir=None) -> ConfigError:
     """Hydra refused `full_key`: name the node it is missing from and the nearest setting it has. Settings may be
     added (with +) only to a node without a `_target_`, since the target would refuse an unknown keyword."""
     from omegaconf import DictConfig, OmegaConf
 
-    cfg = compose(conf_dir, config_name, others)  # the command line without the culprit
+    cfg = compose(conf_dir, config_name, others, extra_dir)  # the command line without the culprit
     parent = full_key.rpartition(".")[0]
     while parent and not isinstance(OmegaConf.select(cfg, parent), DictConfig):
         parent = parent.rpartition(".")[0]

@@ -44,20 +44,19 @@ from typing import Any
 import numpy as np
 import optuna
 from hydra.core.utils import JobReturn
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
-from vae_sweep.errors import ConfigError, SweepStopped, VaeSweepError, first_line, one_line
-from vae_sweep.hydra_api import SWEEPER_TARGETS
+from vae_sweep.errors import ConfigError, SweepStopped, VaeSweepError, one_line
 from vae_sweep.preemption import Preempted, mark_sweeper_process
 from vae_sweep.sweep.cluster import InFlight, cluster_parallelism, remote
 from vae_sweep.sweep.outage import StorageLost
 from vae_sweep.sweep.record import finish, record, record_lost
 from vae_sweep.sweep.resumption import enqueue_resumption
-from vae_sweep.sweep.search_space import check_search_space
+from vae_sweep.sweep.search_space import check_search_space, ends
+from vae_sweep.sweep.settings import build
+from vae_sweep.sweep.storage import check_storage
 from vae_sweep.sweep.study import (
     INTERRUPTED,
     beat,
@@ -122,7 +121,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         dists, fixed, fixed_overrides = create_params_from_overrides(searched)
         for key in fixed:
             dists.pop(key, None)
-        check_search_space(self.config, dists, fixed)
+        check_search_space(self.config, {k: ends(d) for k, d in dists.items()}, fixed)
         self._dists = dists
         directions = self._get_directions()
         pruner = self._pruner(len(directions))
@@ -130,6 +129,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         explicit = named_explicitly(self.config)
         name = self.study_name if explicit else study_name(self.study_name, defining)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
+        check_storage(self.storage)  # before Optuna or Alembic touch it
         sampler = self._sampler(0)
         study = open_study(self.storage, name, explicit, settings, directions, sampler, pruner, *self._patience)
         launcher = self.config.hydra.get("launcher")
@@ -268,13 +268,9 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         return sampler
 
     def _build(self, group: str, cfg: DictConfig, **kwargs: Any) -> Any:
-        """The sampler or pruner that `cfg` names; a mistake in it (`motpe`, gone since optuna 4; a bad setting) stops
-        the sweep in one line."""
-        try:
-            return instantiate(cfg, **kwargs, _execution_whitelist_=list(SWEEPER_TARGETS))
-        except (InstantiationException, TypeError, ValueError) as e:  # Hydra 1.4 passes the target's own errors on
-            choice = self.config.hydra.runtime.choices.get(f"hydra/sweeper/{group}")
-            raise ConfigError(f"hydra/sweeper/{group}={choice}: {first_line(e.__cause__ or e)}") from None
+        """The sampler or pruner that `cfg` names; a mistake in it stops the sweep in one line (check_argv has
+        refused it already when the sweep came from `python -m vae_sweep`)."""
+        return build(f"hydra/sweeper/{group}", cfg, self.config, **kwargs)
 
     def _pruner(self, n_objectives: int) -> optuna.pruners.BasePruner:
         """The configured pruner; one that cannot work here stops the sweep before any trial, in one line."""
