@@ -153,7 +153,7 @@ SWEEP_CASES = [
     ),
     Case("-m objectives=[neg_elbo]", "objectives=[neg_elbo]: hydra.sweeper.direction=[minimize,minimize] asks for 2"),
     Case("-m sweep=elbo objectives=[iwae_nll] eval.iwae_k=0", "eval.iwae_k=0: objective iwae_nll needs"),
-    Case("-m sweep=nope", "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, grid, pareto"),
+    Case("-m sweep=nope", "sweep=nope: no such option; sweep accepts curve, disentangle, elbo, families, grid, pareto"),
     # the storage, the study name, the artifact dir
     Case(f"-m hydra.sweeper.storage={UNREACHABLE}", "hydra.sweeper.storage=postgresql+psycopg://u:***@127.0.0.1:1/"),
     Case("-m hydra.sweeper.storage=nosuch://x", "hydra.sweeper.storage=nosuch://x: SQLAlchemy knows no such database"),
