@@ -25,10 +25,11 @@ from vae_sweep.config import JOB_GROUPS
 from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.errors import ConfigError
 from vae_sweep.evaluate import active_units, iwae_nll, validation_terms
+from vae_sweep.loggers import RunInfo, open_loggers
 from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
 from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
-from vae_sweep.registry import Status, units_block
+from vae_sweep.registry import Status, in_units, units_block
 from vae_sweep.run_files import write_metrics
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
@@ -88,8 +89,17 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
         log.info("resumed from %s at epoch %d", cfg.resume, state.epoch)
     base = run_identity(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
     write_metrics(out_dir, base | {"status": Status.RUNNING})
+    loggers = open_loggers(cfg, run_info(cfg, out_dir, base))
     try:
-        fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), pruning_reporter(cfg))
+        fit(
+            parts,
+            data,
+            cfg,
+            state,
+            out_dir,
+            cfg.progress and not in_sweep(),
+            loggers.after_epoch(pruning_reporter(cfg)),
+        )
         state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
         state.stop.check()
         metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
@@ -98,6 +108,7 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     except BaseException as e:  # record every way a run can end, then let it propagate
         status = Status.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Status.FAILED
         ended = {"status": status, "error": f"{type(e).__name__}: {e}"}
+        loggers.close(status)
         write_metrics(out_dir, base | timings(state, start) | ended | preempted(e, out_dir))
         if isinstance(e, Preempted) and in_worker():  # the sweep in another process records it and goes on
             raise PreemptedJob(f"interrupted ({e.signal}) after {state.epoch} epochs, {state.step} steps") from None
@@ -106,8 +117,24 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     if state.reason:
         metrics["error"] = state.reason
     write_metrics(out_dir, metrics)
-    log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.get("objectives") or ()))
+    loggers.finish(metrics, out_dir)
+    log.info("%s", final_line(metrics))
     return objectives(cfg, metrics)
+
+
+def run_info(cfg: DictConfig, out_dir: Path, base: dict) -> RunInfo:
+    """What the loggers know of the run: its settings as hyperparameters, and in a sweep its study and trial."""
+    params = {k: v for k, v in base.items() if k not in ("units", "device", "threads")}
+    params |= {"epochs": cfg.epochs, "objectives": ",".join(cfg.get("objectives") or ())}
+    trial = cfg.get("trial") or {}
+    return RunInfo(out_dir, params, trial.get("study"), trial.get("number"))
+
+
+def final_line(metrics: dict) -> str:
+    """The job's last log line: how it ended and its final metrics in units, at 4 significant digits."""
+    shown = [k for k in ("distortion", "rate", "neg_elbo", "iwae_nll", "mse", "active_units") if k in metrics]
+    took = f"({metrics.get('epochs')} epochs, {metrics.get('train_seconds', 0):.1f} s training)"
+    return f"{metrics['status']}: {in_units(metrics, shown)}  {took}"
 
 
 def pruning_reporter(cfg: DictConfig):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from vae_sweep.config import JOB_GROUPS, NEUTRAL, TRIAL_HANDLE
+from vae_sweep.config import JOB_GROUPS, NEUTRAL, TRIAL_HANDLE, neutral
 from vae_sweep.errors import ConfigError
 from vae_sweep.registry import COUNTED, Status
 
@@ -80,7 +80,12 @@ def hydra_params(hydra_dir: Path) -> dict:
     for line in overrides if isinstance(overrides, list) else []:
         key, _, value = str(line).partition("=")
         key = key.lstrip("+~")
-        if key not in NOT_PARAMS and not key.startswith(("hydra.", TRIAL_HANDLE)) and key not in row:
+        if (
+            key not in NOT_PARAMS
+            and not neutral(key)
+            and not key.startswith(("hydra.", TRIAL_HANDLE))
+            and key not in row
+        ):
             row[key] = _scalar(value)
     return row
 

@@ -36,7 +36,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from vae_sweep.config import JOB_GROUPS, NEUTRAL
+from vae_sweep.config import JOB_GROUPS, neutral
 from vae_sweep.errors import ConfigError
 from vae_sweep.sweep.locks import require_driver, shown, storage_lock
 
@@ -52,7 +52,7 @@ def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str]
     overrides = {}
     for o in OverridesParser.create().parse_overrides(list(arguments)):
         key = o.get_key_element()
-        if o.is_hydra_override() or key in NEUTRAL or key == "sweep":
+        if o.is_hydra_override() or neutral(key) or key == "sweep":
             continue
         if not o.is_sweep_override():
             overrides[key] = o.get_value_element_as_str()

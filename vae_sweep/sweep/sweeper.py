@@ -68,7 +68,7 @@ from vae_sweep.sweep.study import (
     study_name,
 )
 from vae_sweep.sweep.summary import write_summary
-from vae_sweep.sweep.trial import handle_overrides, pruning, refusal
+from vae_sweep.sweep.trial import handle_overrides, refusal
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 2  # between looks at a study that is full only because others' trials still run
@@ -136,7 +136,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             threads,
             ", each a Slurm job" if on_slurm else "",
         )
-        handles = pruning(pruner) and self.storage
+        handles = bool(self.storage)  # intermediate values, the pruner and the loggers' trial (sweep/trial.py)
 
         def job_overrides(trial: optuna.Trial, overrides: list[str]) -> list[str]:
             return [
