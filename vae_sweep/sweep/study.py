@@ -86,9 +86,11 @@ def open_study(
     sampler: optuna.samplers.BaseSampler,
     pruner: optuna.pruners.BasePruner | None = None,
     beats: tuple[int, int] | None = None,
+    objectives: list[str] | None = None,
 ) -> optuna.Study:
     """Create or load study `name` (with heartbeats `beats` = (interval, grace period) in seconds), and stop (one line,
-    `error: ...`) if it records other settings. Trials that a dead process left running are failed first."""
+    `error: ...`) if it records other settings. Trials that a dead process left running are failed first. The
+    `objectives` name the study's values with their units (`distortion [nats/example]`), as optuna-dashboard shows them."""
     with storage_lock(url, name):  # two processes starting together would both create the tables
         study = optuna.create_study(
             study_name=name,
@@ -116,7 +118,20 @@ def open_study(
             )
             raise ConfigError(f"study {name!r} in {shown(url)} holds another experiment ({'; '.join(differ)}): {way}")
         fail_stale(study)
+        if objectives and len(objectives) == len(directions):
+            name_metrics(study, objectives)
     return study
+
+
+def name_metrics(study: optuna.Study, objectives: list[str]) -> None:
+    """The study's metric names: each objective with its unit (`distortion [nats/example]`, `mse [per pixel]`)."""
+    from vae_sweep.registry import METRICS
+
+    names = [METRICS[o].label if o in METRICS else o for o in objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # "experimental" in optuna since 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def differences(recorded: dict[str, str], settings: dict[str, str]) -> list[str]:

@@ -51,6 +51,7 @@ from vae_sweep.errors import ConfigError, SweepStopped, VaeSweepError, first_lin
 from vae_sweep.hydra_api import SWEEPER_TARGETS
 from vae_sweep.preemption import Preempted, mark_sweeper_process
 from vae_sweep.sweep.cluster import InFlight, cluster_parallelism, remote
+from vae_sweep.sweep.progress import Progress
 from vae_sweep.sweep.record import finish, record, record_lost
 from vae_sweep.sweep.resumption import enqueue_resumption
 from vae_sweep.sweep.search_space import check_search_space
@@ -119,7 +120,10 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         explicit = named_explicitly(self.config)
         name = self.study_name if explicit else study_name(self.study_name, defining)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
-        study = open_study(self.storage, name, explicit, settings, directions, self._sampler(0), pruner, self.heartbeat)
+        objectives = list(self.config.get("objectives") or ())
+        study = open_study(
+            self.storage, name, explicit, settings, directions, self._sampler(0), pruner, self.heartbeat, objectives
+        )
         launcher = self.config.hydra.get("launcher")
         on_slurm = remote(launcher)
         if on_slurm:
@@ -148,7 +152,13 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             ]
 
         run = self._stream if on_slurm else self._batches
-        run(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
+        self.progress = Progress(
+            self.n_trials, objectives or [f"objective {i}" for i in range(len(directions))]
+        )  # a line per finished trial (vae_sweep/sweep/progress.py)
+        try:
+            run(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
+        finally:
+            self.progress.close()
         self._write_results(study, directions)
 
     def _batches(self, study: optuna.Study, space: tuple, parallel: int, job_overrides, directions: list[str]) -> None:
@@ -159,6 +169,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             returns = self._launch(study, trials, overrides, directions)
             for trial, ret in zip(trials, returns):
                 record(study, trial, ret, len(directions), self.artifact_dir)
+                self.progress.trial_done(study, trial)
             self._check_failure_budget(study)
 
     def _launch(self, study: optuna.Study, trials: tuple, overrides: list, directions: list[str]) -> list[JobReturn]:
@@ -203,6 +214,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                             record(study, trial, ret, len(directions), self.artifact_dir)
                         else:
                             record_lost(study, trial, sweep_dir / str(trial.number), error)
+                        self.progress.trial_done(study, trial)
                         self._check_failure_budget(study)
         except KeyboardInterrupt:
             trials = [trial for trial, _ in out.jobs.values()]
