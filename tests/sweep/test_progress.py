@@ -48,7 +48,9 @@ def test_a_sweep_logged_to_a_file_has_one_plain_line_per_trial_and_a_named_learn
     for m in lines:  # the parameters at 4 significant digits
         lr = re.search(r"lr=(\S+)", m[5])[1]
         assert len(re.sub(r"e.*", "", lr).replace(".", "").lstrip("0")) <= 4, lr
-    assert re.search(r"best trial \d: value \S+, latent_dim=\d+ lr=0\.0*[1-9]\d{0,3}$", text, re.M)  # 4 digits there too
+    assert re.search(
+        r"best trial \d: value \S+, latent_dim=\d+ lr=0\.0*[1-9]\d{0,3}$", text, re.M
+    )  # 4 digits there too
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     assert study.metric_names == ["neg_elbo [nats/example]"]
