@@ -8,10 +8,11 @@ import sys
 from importlib import import_module
 
 import pytest
-import tomllib
 
 import vae_sweep
 from helpers import REPO
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
 
 
 def entry() -> str:

@@ -203,8 +203,16 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
             metrics["iwae_nll"] = iwae_nll(parts.model, parts.likelihood, data.val_x, cfg.eval.iwae_k)
             metrics["iwae_k"] = cfg.eval.iwae_k
     if cfg.eval.pictures:
-        save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
+        x, kl = datasets.as_float(data.val_x), val.get("kl_per_dim")
+        save_pictures(parts.model, x, data.val_y, out_dir, kl, caption=picture_caption(cfg, stochastic))
     return metrics | disentanglement_scores(cfg, parts, data, out_dir, val.get("kl_per_dim"))
+
+
+def picture_caption(cfg: DictConfig, stochastic: bool) -> str:
+    """What made the pictures, for their titles: `model=mlp  loss=beta  β=1  dataset=mnist_5k`."""
+    choices = group_choices(cfg)
+    beta = f"  β={cfg.beta:g}" if stochastic else ""
+    return f"model={choices['model']}  loss={choices['loss']}{beta}  dataset={choices['dataset']}"
 
 
 def disentanglement_scores(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path, kl_per_dim) -> dict:
