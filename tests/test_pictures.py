@@ -92,7 +92,7 @@ def test_files_and_sizes(tmp_path, latent_dim, n_classes):
         assert sizes[name][0] >= left + 242 * 2 and sizes[name][1] >= top + grid_size(1, 1, 28)[1] * 2
     for name in ("reconstructions", "traversals"):  # row labels left of the grid, dark text on white
         left, top, *_ = placement(paths[name])
-        assert left > 60 and load(paths[name])[top:, : left - 4].min() < 0.3
+        assert left > 20 and load(paths[name])[top:, : left - 4].min() < 0.3
     if latent_dim == 2:
         assert sizes["manifold"] == grid_size(20, 20, 28)
     assert min(sizes["latent_scatter"]) > 300  # a real figure, not an empty canvas
