@@ -2,7 +2,7 @@
 
 `run(cfg, out_dir)` is the task function behind `python -m vae_sweep`; a sweep calls it once per trial.
 It returns one float, or a tuple of floats when config names several objectives, and knows nothing of Optuna:
-a sweep trial with a pruning handle gets its per-epoch reporter from the sweep wing (`sweep.trial.epoch_reporter`),
+a one-objective sweep trial gets its per-epoch reporter from the sweep wing (`sweep.trial.epoch_reporter`),
 and a dataset with factors gets its scores from the disentangle wing (`disentangle.report`), each imported only then.
 """
 
@@ -138,8 +138,8 @@ def final_line(metrics: dict) -> str:
 
 
 def pruning_reporter(cfg: DictConfig):
-    """A sweep trial with a pruning handle (`+trial.*`, vae_sweep/sweep/trial.py): the function that reports each
-    epoch's validation objective to its study and says whether to stop; None for every other job."""
+    """A one-objective sweep trial (its handle `+trial.*`, vae_sweep/sweep/trial.py): the function that reports each
+    epoch's validation objective to its study and says whether its pruner stops it; None for every other job."""
     if not cfg.get("trial"):
         return None
     from vae_sweep.sweep.trial import epoch_reporter

@@ -19,9 +19,11 @@ output format) with vae_sweep's own `sweep` loop, which adds:
 - parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
 - a job that gets SIGTERM or SIGUSR2 (Slurm's warning) saves model.pt and ends `interrupted`; a later trial takes its
   parameters and continues it from there (`resume=<its run dir>`; vae_sweep/preemption.py, resumption.py);
-- with a pruner (`hydra/sweeper/pruner=median|successive_halving|hyperband`), each job gets a handle on its study
-  trial as overrides (`+trial.storage=... +trial.study=... +trial.number=...`: no in-memory object, so any launcher
-  works) and reports its validation objective after every epoch (trial.py); pruned trials are PRUNED;
+- each job gets a handle on its study trial as overrides (`+trial.storage=... +trial.study=... +trial.number=...`: no
+  in-memory object, so any launcher works); in a one-objective sweep it reports its validation objective after every
+  epoch (trial.py), which a pruner (`hydra/sweeper/pruner=median|successive_halving|hyperband`) may act on (pruned
+  trials are PRUNED), and the loggers name their runs from it (vae_sweep/loggers.py);
+- a line per finished trial says how far the sweep is (progress.py), and the study names its objectives with units;
 - each trial's metrics.json goes into the study as user attributes, its pictures as Optuna artifacts (shown by
   optuna-dashboard), and a summary is written at the end;
 - `hydra/sweeper/sampler=grid` gets the search space it needs.

@@ -85,7 +85,13 @@ def epoch_reporter(cfg: DictConfig) -> Callable[[dict], bool] | None:
     handle, objectives = cfg.get("trial"), cfg.get("objectives") or ()
     if not handle or len(objectives) != 1 or objectives[0] not in EPOCH_VALUE:
         return None
-    trial = open_trial(handle)
+    try:
+        trial = open_trial(handle)
+    except Exception as e:  # without a pruner the curve is a nicety: a job that cannot reach the study trains on
+        if prunes():
+            raise
+        log.warning("no intermediate values for trial %s: its study is out of reach (%s)", handle.number, e)
+        return None
     key = EPOCH_VALUE[cfg.objectives[0]]
 
     def report(row: dict) -> bool:
@@ -93,6 +99,14 @@ def epoch_reporter(cfg: DictConfig) -> Callable[[dict], bool] | None:
         return trial.should_prune()
 
     return report
+
+
+def prunes() -> bool:
+    """Whether the sweep that launched this job has a pruner that can prune (not `hydra/sweeper/pruner=none`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    pruner = HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None
+    return bool(pruner) and pruner.get("_target_") != "optuna.pruners.NopPruner"
 
 
 def open_trial(handle: DictConfig):
