@@ -7,7 +7,10 @@ A study holds one experiment. The settings that define it are recorded on the st
 - every fixed override on the command line that changes what a trial computes (`epochs=1`, `model=conv`,
   `beta=0.5`), and a group searched as a whole (`model=choice(mlp,conv)`).
 
-Not defining: the searched parameters (a study may widen its search), `n_trials`, everything under `hydra.`
+- the pruner, when there is one (`hydra/sweeper/pruner=median` makes `elbo[pruner=median]`): its trials stop early,
+  so they are no trials of the same experiment without it.
+
+Not defining: the searched parameters (a study may widen its search), `n_trials`, everything else under `hydra.`
 (sampler, storage, output dirs), the `sweep` option (it names the base: `pareto`, `elbo`) and NEUTRAL (vae_sweep/config.py).
 
 The study's name is the sweep's base name (`hydra.sweeper.study_name`, e.g. `pareto`) when the command
@@ -42,6 +45,7 @@ from vae_sweep.sweep.locks import require_driver, shown, storage_lock
 
 log = logging.getLogger(__name__)
 RECORDED_GROUPS = JOB_GROUPS
+PRUNER = "hydra/sweeper/pruner"  # a pruner other than none defines the experiment: `elbo[pruner=median]`
 # A trial's `status` user attribute from the moment it is asked until its result is recorded: a trial whose process
 # dies keeps it, so the heartbeat's stale check (which may no longer write to the trial) leaves it marked.
 INTERRUPTED = "interrupted"
@@ -59,6 +63,8 @@ def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str]
         elif key in RECORDED_GROUPS:  # a searched group is a different experiment; a searched knob is not
             overrides[key] = o.get_value_string()
     choices = config.hydra.runtime.choices
+    if choices.get(PRUNER) not in (None, "none"):  # pruned trials stop early: a study of their own
+        overrides["pruner"] = str(choices[PRUNER])
     settings = {g: str(choices.get(g)) for g in RECORDED_GROUPS}
     settings["objectives"] = "[" + ",".join(config.get("objectives") or []) + "]"
     return settings | overrides, overrides
