@@ -60,3 +60,30 @@ def test_a_sweep_logged_to_a_file_has_one_plain_line_per_trial_and_a_named_learn
         expected = {int(r.split(",")[0]): float(r.split(",")[header.index("val_neg_elbo")]) for r in rows[1:]}
         assert trial.intermediate_values == pytest.approx(expected)
         assert set(expected) == {1, 2}
+
+
+def test_a_line_for_each_way_a_trial_ends(caplog):
+    """Pruned before any trial completed, failed, and completed: each gets its line, and the sweep goes on."""
+    from optuna.trial import TrialState
+
+    from vae_sweep.sweep.progress import Progress
+
+    study, lr = optuna.create_study(direction="minimize"), {"lr": optuna.distributions.FloatDistribution(1e-4, 1e-2)}
+    progress = Progress(4, ["neg_elbo"], bar=False)
+    with caplog.at_level("INFO", logger="vae_sweep.sweep.progress"):
+        pruned = study.ask(lr)
+        pruned.report(300.0, step=1)
+        study.tell(pruned, state=TrialState.PRUNED)
+        progress.trial_done(study, pruned)
+        failed = study.ask(lr)
+        study.tell(failed, state=TrialState.FAIL)
+        progress.trial_done(study, failed)
+        done = study.ask(lr)
+        study.tell(done, 250.123456)
+        progress.trial_done(study, done)
+    progress.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "vae_sweep.sweep.progress"]
+    assert lines[0].startswith("trial 0 (1/4) pruned: neg_elbo=300 nats  no trial completed yet  lr=0.")
+    assert lines[1].startswith("trial 1 (2/4) failed:  lr=0.") and "neg_elbo" not in lines[1]
+    assert lines[2].startswith("trial 2 (3/4) completed: neg_elbo=250.1 nats  best so far  lr=0.")
+    assert all(re.search(r"elapsed \d+s, ETA \d+s$", line) for line in lines)

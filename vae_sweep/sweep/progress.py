@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 QUIETED = ("hydra._internal.core_plugins.basic_launcher", "vae_sweep.train", "vae_sweep.pictures", "vae_sweep.job")
 
 
+WORDS = {TrialState.COMPLETE: "completed", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}  # metrics.json's
+
+
 def duration(seconds: float) -> str:
     """`42s`, `3m05s`, `2h07m`."""
     s = int(round(seconds))
@@ -70,8 +73,8 @@ class Progress:
         elapsed = time.monotonic() - self.start
         left = max(0, self.n_trials - k)
         eta = f"ETA {duration(elapsed / self.done * left)}" if left else "done"
-        status = frozen.user_attrs.get("status", frozen.state.name.lower())
-        values = dict(zip(self.objectives, frozen.values)) if frozen.values else {}
+        status = frozen.user_attrs.get("status", WORDS.get(frozen.state, frozen.state.name.lower()))
+        values = dict(zip(self.objectives, frozen.values)) if frozen.values and frozen.state.is_finished() else {}
         parts = [
             f"trial {trial.number} ({k}/{self.n_trials}) {status}:"
             + (f" {in_units(values, self.objectives)}" if values else ""),
@@ -86,11 +89,16 @@ class Progress:
 
     def front(self, study: optuna.Study, trial) -> str:
         """Whether the trial joined the Pareto front (several objectives) or is the best so far (one)."""
-        best = study.best_trials  # the front; for one objective, the best trial(s)
+        try:
+            best = study.best_trials  # the front; for one objective, the best trial
+        except ValueError:  # one objective, and no trial completed yet (this one was pruned), in some optuna versions
+            best = []
+        if not best:
+            return "no trial completed yet"
         on = any(t.number == trial.number for t in best)
         if len(self.objectives) > 1:
             return f"{'on' if on else 'off'} the front ({len(best)} trial{'s' if len(best) != 1 else ''})"
-        return "best so far" if on else f"best: trial {best[0].number}" if best else ""
+        return "best so far" if on else f"best: trial {best[0].number}"
 
     def close(self) -> None:
         self.stack.close()
