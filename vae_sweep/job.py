@@ -90,8 +90,8 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     base = run_identity(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
     loggers = open_loggers(cfg, run_info(cfg, out_dir, base))  # before metrics.json: a refusal leaves no `running`
     write_metrics(out_dir, base | {"status": Status.RUNNING})
-    after_epoch = loggers.after_epoch(pruning_reporter(cfg))  # each epoch's row to the loggers, then the pruner
     try:
+        after_epoch = loggers.after_epoch(pruning_reporter(cfg))  # each epoch's row to the loggers, then the pruner
         fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), after_epoch)
         state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
         state.stop.check()
