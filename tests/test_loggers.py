@@ -66,6 +66,21 @@ def test_logger_settings_are_checked_and_define_no_experiment():
     assert "logger" not in settings
 
 
+@pytest.mark.parametrize("option", ["csv", "tensorboard", "mlflow"])
+def test_every_logger_option_passes_its_schema(option):
+    import dataclasses
+
+    from helpers import CONF
+    from vae_sweep.checks import group_options
+    from vae_sweep.config import SCHEMAS
+
+    assert group_options(CONF, "logger") == ["csv", "mlflow", "tensorboard"]
+    cfg = compose_config([f"logger={option}"])
+    check_config(cfg)
+    (node,) = cfg.logger.values()
+    assert set(node) - {"_target_"} == {f.name for f in dataclasses.fields(SCHEMAS[node._target_])}
+
+
 def test_no_logger_library_is_imported_unless_chosen():
     code = (
         "import sys, vae_sweep.job, vae_sweep.loggers, vae_sweep.__main__;"
