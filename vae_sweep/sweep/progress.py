@@ -78,7 +78,7 @@ class Progress:
         parts = [
             f"trial {trial.number} ({k}/{self.n_trials}) {status}:"
             + (f" {in_units(values, self.objectives)}" if values else ""),
-            self.front(study, frozen) if values else "",
+            self.front(study, trials, frozen) if values else "",
             params_line(frozen.params),
             f"elapsed {duration(elapsed)}, {eta}",
         ]
@@ -87,14 +87,22 @@ class Progress:
             self.bar.n = min(k, self.n_trials)
             self.bar.refresh()
 
-    def front(self, study: optuna.Study, trial) -> str:
-        """Whether the trial joined the Pareto front (several objectives) or is the best so far (one)."""
-        try:
-            best = study.best_trials  # the front; for one objective, the best trial
-        except ValueError:  # one objective, and no trial completed yet (this one was pruned), in some optuna versions
-            best = []
-        if not best:
+    def front(self, study: optuna.Study, trials: list, trial) -> str:
+        """Whether the trial joined the Pareto front (several objectives) or is the best so far (one), from the
+        trials already fetched (a second fetch, `study.best_trials`, would double the cost on a large study)."""
+        from vae_sweep.pareto import pareto_mask
+
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        if not done:
             return "no trial completed yet"
+        directions = [d.name.lower() for d in study.directions]
+        if len(directions) == 1:
+            sign = 1 if directions[0] == "minimize" else -1
+            best = [min(done, key=lambda t: sign * t.value)]
+        elif len(directions) == 2:
+            best = [t for t, on in zip(done, pareto_mask([t.values for t in done], directions)) if on]
+        else:
+            best = study.best_trials
         on = any(t.number == trial.number for t in best)
         if len(self.objectives) > 1:
             return f"{'on' if on else 'off'} the front ({len(best)} trial{'s' if len(best) != 1 else ''})"
