@@ -87,3 +87,22 @@ def test_a_line_for_each_way_a_trial_ends(caplog):
     assert lines[1].startswith("trial 1 (2/4) failed:  lr=0.") and "neg_elbo" not in lines[1]
     assert lines[2].startswith("trial 2 (3/4) completed: neg_elbo=250.1 nats  best so far  lr=0.")
     assert all(re.search(r"elapsed \d+s, ETA \d+s$", line) for line in lines)
+
+
+def test_the_terminal_bar_leaves_logging_as_it_found_it(capsys):
+    """On a terminal a tqdm bar over trials sits below the lines; closing it restores the loggers it quieted."""
+    import logging
+
+    from vae_sweep.sweep.progress import QUIETED, Progress
+
+    levels = {name: logging.getLogger(name).level for name in QUIETED}
+    progress = Progress(2, ["neg_elbo"], bar=True)
+    assert all(logging.getLogger(name).level == logging.WARNING for name in QUIETED)
+    study = optuna.create_study()
+    trial = study.ask()
+    study.tell(trial, 1.5)
+    progress.trial_done(study, trial)
+    assert progress.bar.n == 1 and progress.bar.total == 2
+    progress.close()
+    assert {name: logging.getLogger(name).level for name in QUIETED} == levels
+    assert "trials" in capsys.readouterr().err  # the bar was drawn
