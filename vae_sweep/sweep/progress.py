@@ -24,7 +24,14 @@ from vae_sweep.registry import in_units
 
 log = logging.getLogger(__name__)
 # the sweep process's loggers whose INFO lines each trial's progress line replaces
-QUIETED = ("hydra._internal.core_plugins.basic_launcher", "vae_sweep.train", "vae_sweep.pictures", "vae_sweep.job")
+QUIETED = (
+    "hydra._internal.core_plugins.basic_launcher",  # `Launching 1 jobs locally`, `#0 : beta=0.13880253392729852 ...`
+    "hydra_plugins.hydra_joblib_launcher._core",
+    "hydra_plugins.hydra_submitit_launcher.submitit_launcher",
+    "vae_sweep.train",
+    "vae_sweep.pictures",
+    "vae_sweep.job",
+)
 
 
 WORDS = {TrialState.COMPLETE: "completed", TrialState.FAIL: "failed", TrialState.PRUNED: "pruned"}  # metrics.json's
