@@ -60,3 +60,9 @@ def test_a_job_through_the_script_logs_to_vae_sweep_log_and_ends_with_its_metric
     last = log.strip().splitlines()[-1]
     assert "completed: distortion=" in last and " nats" in last and "mse=" in last and "per pixel" in last
     assert not (tmp_path / "run" / "__main__.log").exists()
+
+
+def test_tab_completion_is_installed_for_the_command(tmp_path):
+    out = as_script(["-sc", "install=bash"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.rstrip().endswith("-F hydra_bash_completion vae-sweep")  # bash completes `vae-sweep ...`
