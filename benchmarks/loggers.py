@@ -52,12 +52,16 @@ def timed_loggers(spent: dict[str, float]) -> None:
 
 def one_job(overrides: list[str], where: Path) -> float:
     """Run the default job with `overrides` into `where`, as the Compose API builds it; its training seconds."""
+    from omegaconf import OmegaConf
+
     from vae_sweep.__main__ import CONF_DIR
     from vae_sweep.hydra_api import compose
     from vae_sweep.job import run
     from vae_sweep.run_files import read_metrics
 
-    run(compose(CONF_DIR, "config", overrides), where)
+    where.mkdir(parents=True)  # Hydra makes the run dir; here the benchmark does
+    cfg = compose(CONF_DIR, "config", overrides)
+    run(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), where)  # a job's config, as Hydra gives it
     return float(read_metrics(where)["train_seconds"])
 
 
@@ -75,6 +79,7 @@ def main() -> None:
             for name, extra in VARIANTS.items():
                 spent.clear()
                 train = one_job([f"epochs={args.epochs}", "progress=false", *extra], Path(tmp) / f"{name}{r}")
+                print(f"round {r} {name}: train {train:.2f} s, epochs {spent['log_epoch']:.4f} s", flush=True)
                 results[name].append(
                     (
                         train,
