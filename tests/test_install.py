@@ -84,7 +84,8 @@ def test_wheel_holds_every_module_config_and_the_plugin(wheel):
     assert wanted - names == set()
     assert "hydra_plugins/__init__.py" not in names  # a namespace shared with Hydra's other plugins
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "vae-sweep-analyze = vae_sweep.analyze:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "vae-sweep-analyze = vae_sweep.analyze:main" in scripts and "vae-sweep = vae_sweep.__main__:main" in scripts
 
 
 def test_installed_copy_is_the_one_imported(site, empty):
@@ -133,6 +134,11 @@ def test_installed_analysis_of_the_newest_sweep(sweep, site, empty):
     rows = (sweep / "analysis" / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + N_TRIALS, rows
     assert (sweep / "analysis" / "summary.md").is_file()
+
+
+def test_installed_command(site, empty):
+    out = run([str(site / "bin" / "vae-sweep"), "--version"], site, empty).stdout
+    assert out.startswith("vae_sweep ") and "torch " in out and "hydra-core " in out and "optuna " in out
 
 
 def test_installed_analysis_console_script(sweep, site, empty):

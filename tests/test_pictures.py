@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vae_sweep.models import conv_vae, mlp_vae
-from vae_sweep.pictures import pca_2d, save_pictures, traversal_dims
+from vae_sweep.pictures import GRID_KEY, pca_2d, save_pictures, traversal_dims
 
 N_IMAGES = 40  # validation images: enough for 4 pairs of rows of n=8
 PAD = 2  # torchvision make_grid's default padding, in pixels
@@ -17,6 +17,28 @@ PAD = 2  # torchvision make_grid's default padding, in pixels
 def grid_size(rows: int, cols: int, side: int) -> tuple[int, int]:
     """(width, height) in pixels of a make_grid of rows x cols square images with the default padding."""
     return cols * (side + PAD) + PAD, rows * (side + PAD) + PAD
+
+
+def placement(path) -> tuple[int, int, int, int, int]:
+    """(left, top, scale, width, height): where a labelled picture's image grid sits and its size in image pixels,
+    as its PNG says (`vae_sweep:grid`)."""
+    with Image.open(path) as im:
+        left, top, scale, width, height = map(int, im.info[GRID_KEY].split())
+    return left, top, scale, width, height
+
+
+def grid_of(path) -> np.ndarray:
+    """The image grid inside a labelled picture, at one pixel per image pixel: (H, W, 3) float in [0, 1]."""
+    left, top, scale, width, height = placement(path)
+    grid = load(path)[top : top + height * scale : scale, left : left + width * scale : scale]
+    assert grid.shape[:2] == (height, width)  # all of it inside the picture
+    assert grid[:PAD].min() == 1.0 and grid[:, :PAD].min() == 1.0  # the white padding where the grid starts
+    return grid
+
+
+def grid_extent(path) -> tuple[int, int]:
+    """(width, height) of the grid inside a labelled picture, in image pixels."""
+    return tuple(grid_of(path).shape[1::-1])
 
 
 def grid_cell(img: np.ndarray, row: int, col: int, side: int) -> np.ndarray:
@@ -61,9 +83,16 @@ def test_files_and_sizes(tmp_path, latent_dim, n_classes):
         with Image.open(path) as im:
             assert im.format == "PNG"
             sizes[name] = im.size
-    assert sizes["reconstructions"] == grid_size(8, 8, 28) == (242, 242)
-    assert sizes["samples"] == grid_size(8, 8, 28)
-    assert sizes["traversals"] == grid_size(latent_dim, 8, 28)
+    assert grid_extent(paths["reconstructions"]) == grid_size(8, 8, 28) == (242, 242)
+    assert grid_extent(paths["samples"]) == grid_size(8, 8, 28)
+    assert grid_extent(paths["traversals"]) == grid_size(latent_dim, 8, 28)
+    for name in ("reconstructions", "samples", "traversals"):  # 28-px digits drawn at 2x, with room for labels
+        left, top, scale, *_ = placement(paths[name])
+        assert scale == 2 and left >= 0 and top > 20
+        assert sizes[name][0] >= left + 242 * 2 and sizes[name][1] >= top + grid_size(1, 1, 28)[1] * 2
+    for name in ("reconstructions", "traversals"):  # row labels left of the grid, dark text on white
+        left, top, *_ = placement(paths[name])
+        assert left > 20 and load(paths[name])[top:, : left - 4].min() < 0.3
     if latent_dim == 2:
         assert sizes["manifold"] == grid_size(20, 20, 28)
     assert min(sizes["latent_scatter"]) > 300  # a real figure, not an empty canvas
@@ -72,7 +101,7 @@ def test_files_and_sizes(tmp_path, latent_dim, n_classes):
 def test_reconstruction_rows_alternate(tmp_path):
     x, labels = make_data((1, 28, 28))
     model = make_mlp(3)
-    img = load(save_pictures(model, x, labels, tmp_path, n=8)["reconstructions"])
+    img = grid_of(save_pictures(model, x, labels, tmp_path, n=8)["reconstructions"])
     with torch.no_grad():
         recon = torch.sigmoid(model.decode(model.encode(x)[0]))  # posterior-mean reconstructions (N, 1, 28, 28)
     tol = 1 / 255
@@ -93,7 +122,7 @@ def test_traversal_rows_follow_kl_order(tmp_path):
     kl = [0.1, 3.0, 0.0, 1.5]
     assert traversal_dims(4, kl) == [1, 3, 0, 2]
     assert traversal_dims(12) == list(range(10))
-    img = load(save_pictures(model, x, labels, tmp_path, kl_per_dim=kl, n=5)["traversals"])
+    img = grid_of(save_pictures(model, x, labels, tmp_path, kl_per_dim=kl, n=5)["traversals"])
     with torch.no_grad():
         z = model.encode(x[:1])[0].repeat(5, 1)  # (5, L) at the posterior mean of example 0
         z[:, 1] = torch.linspace(-3, 3, 5)  # the dimension with the largest KL comes first
@@ -125,17 +154,16 @@ def test_conv_model_on_colour_images(tmp_path):
     paths = save_pictures(model, x, labels, tmp_path, n=4)
     assert set(paths) == {"reconstructions", "samples", "traversals", "latent_scatter", "manifold"}
     assert model.training
-    img = load(paths["reconstructions"])
-    assert img.shape[:2] == grid_size(8, 4, 32)[::-1]  # (H, W): 4 pairs of rows of 4
+    img = grid_of(paths["reconstructions"])
+    assert grid_extent(paths["reconstructions"]) == grid_size(8, 4, 32)  # 4 pairs of rows of 4
     np.testing.assert_allclose(grid_cell(img, 0, 1, 32), x[1].permute(1, 2, 0).numpy(), atol=1 / 255)
-    with Image.open(paths["samples"]) as im:
-        assert im.size == grid_size(4, 4, 32)
+    assert grid_extent(paths["samples"]) == grid_size(4, 4, 32)
 
 
 def test_few_images_shrink_the_reconstruction_grid(tmp_path):
     x, labels = make_data((1, 28, 28), n=5)
-    with Image.open(save_pictures(make_mlp(2), x, labels, tmp_path, n=8)["reconstructions"]) as im:
-        assert im.size == grid_size(2, 5, 28)  # one pair of rows of the 5 images there are
+    path = save_pictures(make_mlp(2), x, labels, tmp_path, n=8)["reconstructions"]
+    assert grid_extent(path) == grid_size(2, 5, 28)  # one pair of rows of the 5 images there are
 
 
 def test_pca_2d_finds_the_dominant_direction():

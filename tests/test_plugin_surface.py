@@ -132,7 +132,7 @@ def test_the_submitit_launcher_surface_the_slurm_loop_builds_on():
 PRIVATE_USES = {
     "study._storage": {"sweep/record.py", "sweep/study.py"},
     "._trial_id": {"sweep/record.py", "sweep/sweeper.py"},
-    "hydra._internal": {"checks.py"},
+    "hydra._internal": {"checks.py", "sweep/progress.py"},  # progress.py: the basic launcher's logger, by name
     "hydra_plugins.hydra_optuna_sweeper._impl": {"sweep/sweeper.py", "sweep/search_space.py"},
 }
 
@@ -172,3 +172,18 @@ def test_hydra_private_args_parser_reads_a_command_line_as_hydra_main_does():
     args = get_args_parser().parse_intermixed_args(["--multirun", "beta=0.1", "--config-name", "c", "lr=1"])
     assert args.multirun and args.config_name == "c" and args.overrides == ["beta=0.1", "lr=1"]
     assert args.config_path is None and args.config_dir is None and args.experimental_rerun is None
+
+
+def test_the_launcher_loggers_that_the_progress_line_quiets_are_theirs():
+    """vae_sweep/sweep/progress.py quiets the launchers' per-job lines by their loggers' names (their modules' own)."""
+    import importlib
+    import importlib.util
+
+    from vae_sweep.sweep.progress import QUIETED
+
+    launchers = [name for name in QUIETED if name.startswith(("hydra.", "hydra_plugins."))]
+    assert len(launchers) == 3
+    for name in launchers:
+        if importlib.util.find_spec(name.rsplit(".", 1)[0]) is None:  # a launcher plugin not installed here
+            continue
+        assert importlib.import_module(name).log.name == name

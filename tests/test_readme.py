@@ -1,17 +1,19 @@
 """The README's commands, run as written from an empty folder, made smaller but otherwise unchanged.
 
 Every line of a ```bash block that starts with `python -m vae_sweep` (the analysis, `python -m vae_sweep.analyze`,
-included) or `python scripts/analyze.py` is one test, named `<section>-<n>`, so a command added to the README
-is tested without a line here. Other lines (the install one-liner, pytest) are not commands of vae_sweep.
+included), `vae-sweep` or `python scripts/analyze.py` is one test, named `<section>-<n>`, so a command added to the
+README is tested without a line here. Other lines (the install one-liner, pytest) are not commands of vae_sweep.
 
-- One fresh folder per README section (`## ` heading, e.g. `usage`; `top` before the first): its commands run there in README
-  order, so a later one sees what the earlier ones wrote (the analysis reads the sweeps above it). A test run
-  alone first runs the commands before it in its section.
+- One folder for the whole README, as a user who reads it through has: every command runs there in README order, so
+  a later one sees what the earlier ones wrote (the analysis reads the sweeps above it, a sweep may top up a study
+  made above). A test run alone first runs every command before it. Each Optuna sweep must run at least one trial.
 - `# comments` are dropped and the line is split as the shell would (shlex). `python` becomes this interpreter;
   `python scripts/analyze.py` is the checkout's script. Placeholder: `<sweep dir>` becomes the newest sweep dir
   under the folder's multirun/; any other `<...>` fails the test.
-- Appended, and only these: SHRINK to every vae_sweep command, `hydra.sweeper.n_trials=2` to Optuna sweeps (the
-  last value wins in Hydra). Never a storage or an output dir: the commands write where a user's would.
+- Appended, and only these: SHRINK to every vae_sweep command (but `eval.pictures=false` where the line says
+  `debug=tiny` itself: those are small already, and their pictures are checked), and to Optuna sweeps
+  `hydra.sweeper.n_trials=2` per 30 the line asks for (a README top-up to 60 becomes 4; the last value wins in
+  Hydra). Never a storage or an output dir: the commands write where a user's would.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SHRINK = [
     "eval.disentanglement.batch_points=20",
 ]  # only where factors exist
 N_TRIALS = 2  # trials in every Optuna study the README's sweeps make here
-PREFIXES = ("python -m vae_sweep", "python scripts/analyze.py")
+PREFIXES = ("python -m vae_sweep", "vae-sweep", "python scripts/analyze.py")
 PLACEHOLDER = "<sweep dir>"
 NO_WORK = ("--cfg", "-c", "--help", "-h", "--info", "-i", "--hydra-help")  # Hydra flags that print and exit
 
@@ -131,11 +133,20 @@ def to_argv(command: Command, folder: Path) -> list[str]:
     words = shlex.split(line, comments=True)
     unknown = [w for w in words if re.search(r"<[^<>]+>", w)]
     assert not unknown, f"{command.id}: placeholder(s) {unknown} in `{command.line}`: only {PLACEHOLDER} is known"
+    if words[0] == "vae-sweep":  # the console script runs what `python -m vae_sweep` runs
+        words = ["python", "-m", "vae_sweep", *words[1:]]
     if words[1] == "scripts/analyze.py":
         words[1] = str(REPO / "scripts" / "analyze.py")
     elif words[1:3] == ["-m", "vae_sweep"]:
-        words += SHRINK + ([f"hydra.sweeper.n_trials={N_TRIALS}"] if is_optuna(words[3:]) else [])
+        shrink = [s for s in SHRINK if not ("debug=tiny" in words and s == "eval.pictures=false")]
+        asked = int(_last(words, "hydra.sweeper.n_trials") or 30)
+        words += shrink + ([f"hydra.sweeper.n_trials={trials_for(asked)}"] if is_optuna(words[3:]) else [])
     return [sys.executable, *words[1:]]
+
+
+def trials_for(asked: int) -> int:
+    """The trials a README sweep that asks for `asked` runs here: N_TRIALS per 30 (a top-up stays a top-up)."""
+    return N_TRIALS * -(-asked // 30)
 
 
 def run_command(command: Command, folder: Path) -> Outcome:
@@ -147,17 +158,15 @@ def run_command(command: Command, folder: Path) -> Outcome:
 
 
 class SectionRuns:
-    """Each section's folder, and the outcome of each of its commands (each runs at most once)."""
+    """The one folder the whole README runs in, and the outcome of each command (each runs at most once)."""
 
     def __init__(self, tmp_path_factory: pytest.TempPathFactory) -> None:
-        self.factory, self.folders, self.outcomes = tmp_path_factory, {}, {}
+        self.folder, self.outcomes = tmp_path_factory.mktemp("readme"), {}
 
     def outcome(self, command: Command) -> Outcome:
-        if command.section not in self.folders:
-            self.folders[command.section] = self.factory.mktemp(command.section)
-        for earlier in [c for c in COMMANDS if c.section == command.section][: command.index + 1]:
+        for earlier in COMMANDS[: COMMANDS.index(command) + 1]:
             if earlier.id not in self.outcomes:
-                self.outcomes[earlier.id] = run_command(earlier, self.folders[command.section])
+                self.outcomes[earlier.id] = run_command(earlier, self.folder)
         return self.outcomes[command.id]
 
 
@@ -177,7 +186,10 @@ def check_study(folder: Path, outcome: Outcome, why: str) -> None:
     assert Path(folder, url.removeprefix("sqlite:///")).is_file(), f"no study database {url}\n{why}"
     study = optuna.load_study(study_name=name, storage=url.replace("sqlite:///", f"sqlite:///{folder}/", 1))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(done) == N_TRIALS, f"study {name} holds {len(done)} completed trials, not {N_TRIALS}\n{why}"
+    wanted = int(_last(outcome.argv, "hydra.sweeper.n_trials"))
+    assert len(done) == wanted, f"study {name} holds {len(done)} completed trials, not {wanted}\n{why}"
+    before = int(re.search(r"study '.+' in \S+: (\d+) trials already", outcome.output).group(1))
+    assert len(study.trials) > before, f"study {name}: the command ran no trial (it held {before})\n{why}"
     for t in done:
         run_dir = Path(folder, t.user_attrs["metrics"]["run_dir"])
         assert metrics_status(run_dir) == "completed", f"trial {t.number}: {run_dir}\n{why}"
@@ -196,7 +208,7 @@ def check_analysis(folder: Path, outcome: Outcome, why: str) -> None:
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.id for c in COMMANDS])
 def test_readme_command(command: Command, section_runs: SectionRuns) -> None:
     outcome = section_runs.outcome(command)
-    folder, why = section_runs.folders[command.section], outcome.explain()
+    folder, why = section_runs.folder, outcome.explain()
     exit_code, traceback = outcome.proc.returncode, "Traceback" in outcome.output
     assert exit_code == 0, why
     assert not traceback, why
@@ -213,6 +225,9 @@ def test_readme_command(command: Command, section_runs: SectionRuns) -> None:
     else:  # one job, or Hydra's basic sweeper (one job per combination)
         assert outcome.new_runs, f"no run dir with metrics.json\n{why}"
         assert is_multirun(args) or len(outcome.new_runs) == 1, why
+    if "eval.pictures=false" not in args and outcome.new_runs:  # the labelled pictures, drawn for real
+        for run_dir in outcome.new_runs:
+            assert {"reconstructions.png", "samples.png", "traversals.png"} <= {p.name for p in run_dir.glob("*.png")}
 
 
 def test_readme_has_commands_in_each_section() -> None:
@@ -221,3 +236,5 @@ def test_readme_has_commands_in_each_section() -> None:
     assert {"usage", "one-job", "sweeps", "analysis"} <= sections, sections
     assert any("vae_sweep.analyze" in c.line for c in COMMANDS if c.section == "analysis")
     assert sum("--multirun" in shlex.split(c.line, comments=True) for c in COMMANDS) >= 5
+    assert any("debug=tiny" in c.line and "--multirun" not in c.line for c in COMMANDS)  # one job draws its pictures
+    assert trials_for(30) == N_TRIALS and trials_for(60) == 2 * N_TRIALS and trials_for(20) == N_TRIALS

@@ -1,4 +1,4 @@
-"""`python -m vae_sweep [overrides]`: one training job; `python -m vae_sweep --multirun`: a sweep.
+"""`vae-sweep [overrides]` or `python -m vae_sweep [overrides]`: one training job; add `--multirun` for a sweep.
 
 A single job composes no sweep (`sweep: null` in conf/config.yaml); `--multirun` without a `sweep=` option means
 `sweep=pareto`, the default Pareto sweep, so the headline command needs no more typing.
@@ -51,8 +51,29 @@ def with_default_sweep(argv: list[str]) -> list[str]:
     return [*argv, f"sweep={DEFAULT_SWEEP}"] if multirun and not chosen else argv
 
 
+def versions() -> str:
+    """`--version`: vae_sweep's version and those of the libraries it stands on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import vae_sweep
+
+    def of(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ("torch", "hydra-core", "optuna")
+    return f"vae_sweep {vae_sweep.__version__} (" + ", ".join(f"{p} {of(p)}" for p in libraries) + ")"
+
+
 def main() -> None:
+    """The `vae-sweep` command (pyproject.toml's [project.scripts]) and `python -m vae_sweep`: the same."""
     from vae_sweep.checks import check_argv
+
+    if "--version" in sys.argv[1:]:
+        print(versions())
+        return
 
     if not (CONF_DIR / "config.yaml").is_file():
         here = Path(__file__).resolve().parent

@@ -4,6 +4,7 @@
     python -m vae_sweep.analyze multirun/2024-05-01/12-00-00          # one sweep dir
     python -m vae_sweep.analyze multirun/a multirun/b --out results/  # several, analysed together
     python -m vae_sweep.analyze sqlite:///multirun/pareto.db --study pareto --format svg
+    python -m vae_sweep.analyze sqlite:///a.db sqlite:///b.db --study pareto --study elbo   # one per storage
 
 The same command is installed as `vae-sweep-analyze`, and a checkout has it as `python scripts/analyze.py`.
 
@@ -27,7 +28,11 @@ from vae_sweep.errors import ConfigError
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sources", nargs="*", help="sweep dirs or study storage URLs (default: newest under multirun/)")
-    parser.add_argument("--study", help="study name, when the storage holds several")
+    parser.add_argument(
+        "--study",
+        action="append",
+        help="the study of a storage URL (default: its newest); once for every URL, or once per URL in order",
+    )
     parser.add_argument("--out", type=Path, help="output folder (default: <first sweep dir>/analysis)")
     parser.add_argument("--format", choices=FORMATS, default="png", help="figure file format")
     parser.add_argument("--top", type=int, default=5, help="trials listed per objective in summary.md")

@@ -77,10 +77,24 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
         if schema is not None:
             where = f"{group}={choices[group]}" if choices and choices.get(group) else group
             check_node(node, schema, f"{group}.", where)
+    check_loggers(cfg)
     if cfg.get("objectives"):
         check_objectives(cfg)
     if loss_trait(cfg, "draws_curve"):
         check_multirate(cfg)
+
+
+def check_loggers(cfg: DictConfig) -> None:
+    """Each chosen logger (`logger=[tensorboard,mlflow]`) against its schema, and its library installed."""
+    for name, node in (cfg.get("logger") or {}).items():
+        schema = SCHEMAS.get(node.get("_target_")) if isinstance(node, DictConfig) else None
+        if schema is None:  # a logger of the user's own is left to its target
+            continue
+        check_node(node, schema, f"logger.{name}.", f"logger={name}")
+        if schema.library:
+            from vae_sweep.loggers import require
+
+            require(schema.library)
 
 
 def loss_trait(cfg: DictConfig, trait: str) -> bool:

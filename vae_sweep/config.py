@@ -36,10 +36,17 @@ GROUPS = (*JOB_GROUPS, "experiment", "sweep", "debug")  # every group a command 
 ADDED_GROUPS = {"prior": "standard", "posterior": "gaussian"}
 # Settings that change how a run runs or where it reads and writes, not what it computes: they define no experiment
 # (vae_sweep/sweep/study.py names studies without them) and are no parameter of a trial (vae_sweep/analysis/sources.py).
-NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size", "resume")
+# `logger` stands for every key under it too (`logger.mlflow.tracking_uri`): `neutral`.
+NEUTRAL = ("progress", "threads", "device", "data_dir", "eval.pictures", "eval.batch_size", "resume", "logger")
 # The overrides a sweep adds to a trial's job to address its study trial (vae_sweep/sweep/trial.py): not parameters either.
 TRIAL_HANDLE = "trial."
+LIST_GROUPS = ("logger",)  # a list of options may be chosen (`logger=[tensorboard,mlflow]`), or none
 OPTIONAL_GROUPS = ("scheduler",)  # may be empty (scheduler=none); every other job group must name a `_target_`
+
+
+def neutral(key: str) -> bool:
+    """Whether an override of `key` changes only how a run runs, not what it computes (NEUTRAL)."""
+    return key in NEUTRAL or key.partition(".")[0] in NEUTRAL
 
 
 # --- what a setting accepts, beyond its type ----------------------------------------------------------------
@@ -360,6 +367,27 @@ class DSpritesSettings:  # dataset=dsprites
     split_seed: Seed
 
 
+# --- logger (vae_sweep/loggers.py): `library` is the module it needs, and the extra that installs it ---------------
+
+
+@dataclass
+class CSVLoggerSettings:  # logger=csv
+    library: ClassVar[str | None] = None
+
+
+@dataclass
+class TensorBoardSettings:  # logger=tensorboard
+    library: ClassVar[str | None] = "tensorboard"
+    save_dir: str  # relative to the run dir
+
+
+@dataclass
+class MLflowSettings:  # logger=mlflow
+    library: ClassVar[str | None] = "mlflow"
+    tracking_uri: str | None  # null: MLFLOW_TRACKING_URI, else MLflow's default
+    experiment: str  # a single job's experiment; a sweep's trials go to their study's
+
+
 # --- the sweeper settings a user sets (hydra.sweeper; its other keys belong to the plugin) ------------------------
 
 
@@ -417,6 +445,9 @@ SCHEMAS: dict[str, type] = {
     "vae_sweep.downloaded.celeba": CelebASettings,
     "vae_sweep.sprites.sprites": SpritesSettings,
     "vae_sweep.sprites.dsprites": DSpritesSettings,
+    "vae_sweep.loggers.CSVLogger": CSVLoggerSettings,
+    "vae_sweep.loggers.TensorBoardLogger": TensorBoardSettings,
+    "vae_sweep.loggers.MLflowLogger": MLflowSettings,
     "hydra_plugins.vae_sweep_sweeper.vae_optuna_sweeper.VaeOptunaSweeper": OptunaSweeperSettings,
     "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper": OptunaSweeperSettings,
 }

@@ -94,25 +94,27 @@ def points(rows: list[dict[str, float]]) -> list[tuple[float, float]]:
 def save_curve_plot(
     rows: list[dict[str, float]], path: Path, reference: tuple[float, float] | None = None, title: str = ""
 ) -> Path:
-    """curve.png: distortion against rate, one marker per β, labelled with its β."""
+    """curve.png: rate against distortion (the axes of the analysis's rate_distortion.png), one marker per β, labelled
+    with its β; the legend below the axes, where no label can fall under it."""
     from matplotlib.figure import Figure
 
     d, r = zip(*points(rows))
     fig = Figure(figsize=(6, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    ax.plot(r, d, "o-", color="C0", label="one model, conditioned on β")
+    ax.plot(d, r, "o-", color="C0", label="one model, conditioned on β")
     for row, ri, di in zip(rows, r, d):
-        ax.annotate(f"β={row['beta']:.3g}", (ri, di), textcoords="offset points", xytext=(5, 4), fontsize="small")
+        ax.annotate(f"β={row['beta']:.3g}", (di, ri), textcoords="offset points", xytext=(5, 4), fontsize="small")
+    ax.margins(x=0.15, y=0.1)  # room for the labels of the end points
     if reference is not None:
         ax.set_title(
             f"{title}hypervolume {curve_hypervolume(points(rows), reference):,.0f} nats² "
             f"against (D, R) = ({reference[0]:.1f}, {reference[1]:.1f})",
             fontsize="medium",
         )
-    ax.set_xlabel(METRICS["rate"].label)
-    ax.set_ylabel(METRICS["distortion"].label)
-    ax.legend(loc="upper right")
-    fig.savefig(path, dpi=100)
+    ax.set_xlabel(METRICS["distortion"].label)
+    ax.set_ylabel(METRICS["rate"].label)
+    fig.legend(loc="outside lower center", fontsize="small")
+    fig.savefig(path, dpi=100, bbox_inches="tight", pad_inches=0.1)
     return path
 
 

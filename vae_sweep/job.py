@@ -2,7 +2,7 @@
 
 `run(cfg, out_dir)` is the task function behind `python -m vae_sweep`; a sweep calls it once per trial.
 It returns one float, or a tuple of floats when config names several objectives, and knows nothing of Optuna:
-a sweep trial with a pruning handle gets its per-epoch reporter from the sweep wing (`sweep.trial.epoch_reporter`),
+a one-objective sweep trial gets its per-epoch reporter from the sweep wing (`sweep.trial.epoch_reporter`),
 and a dataset with factors gets its scores from the disentangle wing (`disentangle.report`), each imported only then.
 """
 
@@ -25,10 +25,11 @@ from vae_sweep.config import JOB_GROUPS
 from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.errors import ConfigError, RunFailed
 from vae_sweep.evaluate import active_units, iwae_nll, rate_estimator, undefined_per_dim, validation_terms
+from vae_sweep.loggers import RunInfo, open_loggers
 from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
 from vae_sweep.preemption import Preempted, PreemptedJob, StopRequest, in_worker, stop_on_signals
-from vae_sweep.registry import Status, units_block
+from vae_sweep.registry import Status, in_units, units_block
 from vae_sweep.run_files import rewrite_metrics, write_history, write_metrics
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
@@ -86,9 +87,11 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     if ckpt is not None:
         resume(cfg, ckpt, parts, state, out_dir)
     base = run_identity(cfg, parts, device) | ({"resumed_from": str(cfg.resume)} if cfg.resume else {})
+    loggers = open_loggers(cfg, run_info(cfg, out_dir, base))  # before metrics.json: a refusal leaves no `running`
     try:
         write_metrics(out_dir, base | {"status": Status.RUNNING})
-        fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), pruning_reporter(cfg))
+        after_epoch = loggers.after_epoch(pruning_reporter(cfg))  # each epoch's row to the loggers, then the pruner
+        fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), after_epoch)
         state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
         state.stop.check()
         metrics = final_metrics(cfg, parts, data, state, out_dir) if state.status == Status.COMPLETED else {}
@@ -97,6 +100,7 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     except BaseException as e:  # record every way a run can end, then let it propagate
         status = Status.INTERRUPTED if isinstance(e, KeyboardInterrupt) else Status.FAILED
         ended = {"status": status, "error": f"{type(e).__name__}: {e}"}
+        loggers.close(status)
         written = write_end(out_dir, base | timings(state, start) | ended | preempted(e, out_dir))
         if isinstance(e, Preempted) and in_worker():  # the sweep in another process records it and goes on
             raise PreemptedJob(f"interrupted ({e.signal}) after {state.epoch} epochs, {state.step} steps") from None
@@ -107,7 +111,8 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     if state.reason:
         metrics["error"] = state.reason
     write_metrics(out_dir, metrics)
-    log.info("status=%s %s", state.status, "  ".join(f"{k}={metrics.get(k)}" for k in cfg.get("objectives") or ()))
+    loggers.finish(metrics, out_dir)
+    log.info("%s", final_line(metrics))
     return objectives(cfg, metrics)
 
 
@@ -143,9 +148,24 @@ def write_fault(e: OSError, out_dir: Path, written: bool) -> str:
     return f"{what}: the run stopped; {record}; model.pt holds {epochs} epoch(s): free space and resume={out_dir}"
 
 
+def run_info(cfg: DictConfig, out_dir: Path, base: dict) -> RunInfo:
+    """What the loggers know of the run: its settings as hyperparameters, and in a sweep its study and trial."""
+    params = {k: v for k, v in base.items() if k not in ("units", "device", "threads")}
+    params |= {"epochs": cfg.epochs, "objectives": ",".join(cfg.get("objectives") or ())}
+    trial = cfg.get("trial") or {}
+    return RunInfo(out_dir, params, trial.get("study"), trial.get("number"))
+
+
+def final_line(metrics: dict) -> str:
+    """The job's last log line: how it ended and its final metrics in units, at 4 significant digits."""
+    shown = [k for k in ("distortion", "rate", "neg_elbo", "iwae_nll", "mse", "active_units") if k in metrics]
+    took = f"({metrics.get('epochs')} epochs, {metrics.get('train_seconds', 0):.1f} s training)"
+    return f"{metrics['status']}: {in_units(metrics, shown)}  {took}"
+
+
 def pruning_reporter(cfg: DictConfig):
-    """A sweep trial with a pruning handle (`+trial.*`, vae_sweep/sweep/trial.py): the function that reports each
-    epoch's validation objective to its study and says whether to stop; None for every other job."""
+    """A one-objective sweep trial (its handle `+trial.*`, vae_sweep/sweep/trial.py): the function that reports each
+    epoch's validation objective to its study and says whether its pruner stops it; None for every other job."""
     if not cfg.get("trial"):
         return None
     from vae_sweep.sweep.trial import epoch_reporter
@@ -211,7 +231,8 @@ def final_metrics(cfg: DictConfig, parts: Parts, data: datasets.ImageData, state
             metrics["iwae_nll"] = iwae_nll(parts.model, parts.likelihood, data.val_x, cfg.eval.iwae_k)
             metrics["iwae_k"] = cfg.eval.iwae_k
     if cfg.eval.pictures:
-        save_pictures(parts.model, datasets.as_float(data.val_x), data.val_y, out_dir, val.get("kl_per_dim"))
+        x, kl = datasets.as_float(data.val_x), val.get("kl_per_dim")
+        save_pictures(parts.model, x, data.val_y, out_dir, kl, caption=picture_caption(cfg, stochastic))
     return metrics | disentanglement_scores(cfg, parts, data, out_dir, val.get("kl_per_dim"))
 
 
@@ -222,6 +243,13 @@ def family_metrics(parts: Parts) -> dict:
     why = undefined_per_dim(model)
     nulls = {k: None for k in why if k != "traversals"}
     return {"rate_estimator": rate_estimator(model)} | nulls | ({"undefined": why} if why else {})
+
+
+def picture_caption(cfg: DictConfig, stochastic: bool) -> str:
+    """What made the pictures, for their titles: `model=mlp  loss=beta  β=1  dataset=mnist_5k`."""
+    choices = group_choices(cfg)
+    beta = f"  β={cfg.beta:g}" if stochastic else ""
+    return f"model={choices['model']}  loss={choices['loss']}{beta}  dataset={choices['dataset']}"
 
 
 def disentanglement_scores(cfg: DictConfig, parts: Parts, data: datasets.ImageData, out_dir: Path, kl_per_dim) -> dict:

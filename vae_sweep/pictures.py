@@ -30,11 +30,81 @@ MANIFOLD_SIDE = 20  # manifold.png is a 20 x 20 grid over the 2-D latent plane
 ENCODE_BATCH = 512  # examples per forward pass when encoding the whole validation set
 
 
+PAD = 2  # pixels between images in a grid (torchvision make_grid's default)
+GRID_PIXELS = 56  # each image of a grid is drawn at an integer scale that makes it about this many pixels high
+FONT = 9  # points, at DPI: labels that stay readable at the picture's own size
+DPI = 100
+# PNG text entry "left top scale width height": where the image grid sits in a labelled picture (its top left corner,
+# in the picture's pixels), the integer it is scaled by, and its size in image pixels (torchvision's make_grid's)
+GRID_KEY = "vae_sweep:grid"
+
+
 def save_image(images: torch.Tensor, path: Path, nrow: int) -> None:
     """torchvision's grid writer, imported here rather than at start-up (it costs a second or more)."""
     from torchvision.utils import save_image as write_grid
 
     write_grid(images, path, nrow=nrow)
+
+
+def text_width(text: str, size: float = FONT) -> float:
+    """The width in pixels at DPI of `text` set in matplotlib's default font at `size` points (its longest line)."""
+    from matplotlib.font_manager import FontProperties
+    from matplotlib.textpath import TextToPath
+
+    measure = TextToPath()
+    return (
+        max(
+            measure.get_text_width_height_descent(line, FontProperties(size=size), ismath=False)[0]
+            for line in text.splitlines() or [""]
+        )
+        * DPI
+        / 72
+    )
+
+
+def save_labelled_grid(
+    images: torch.Tensor,
+    path: Path,
+    nrow: int,
+    row_labels: Sequence[str],
+    title: str,
+    col_labels: Sequence[str] = (),
+    col_title: str = "",
+) -> Path:
+    """A grid of images (B, C, H, W) in [0, 1], `nrow` to a row, with a label left of each row, a title above and
+    optional column labels below. The grid is placed pixel for pixel (`figimage`, scaled by an integer, never
+    resampled), and the picture is sized from the measured labels, so no label is clipped. Its PNG text entry
+    `vae_sweep:grid` says where the grid sits (GRID_KEY)."""
+    from matplotlib.figure import Figure
+    from matplotlib.transforms import IdentityTransform
+    from torchvision.utils import make_grid
+
+    height = images.shape[-2]
+    scale = max(1, round(GRID_PIXELS / height))
+    grid = make_grid(images.detach().float().cpu(), nrow=nrow, padding=PAD, pad_value=1.0)  # (3, H', W')
+    pixels = grid.clamp(0, 1).permute(1, 2, 0).numpy().repeat(scale, axis=0).repeat(scale, axis=1)  # (sH', sW', 3)
+    line = FONT * DPI / 72  # a line of text, in pixels
+    left = int(max(map(text_width, row_labels), default=0)) + 18
+    top = int(line * (1.6 + title.count("\n"))) + 8
+    bottom = int(line * (bool(col_labels) + bool(col_title)) * 1.5) + 8
+    width = max(left + pixels.shape[1] + 8, int(text_width(title, FONT + 1)) + 16)
+    height_px = top + pixels.shape[0] + bottom
+    fig = Figure(figsize=(width / DPI, height_px / DPI), dpi=DPI)
+    fig.figimage(pixels, xo=left, yo=bottom, origin="upper")
+    pixel = IdentityTransform()  # display pixels, from the bottom left
+    cell = (height + PAD) * scale
+    for i, label in enumerate(row_labels):
+        y = bottom + pixels.shape[0] - (PAD * scale + i * cell + height * scale / 2)
+        fig.text(left - 6, y, label, transform=pixel, ha="right", va="center", fontsize=FONT)
+    step = (images.shape[-1] + PAD) * scale
+    for j, label in enumerate(col_labels):
+        x = left + PAD * scale + j * step + images.shape[-1] * scale / 2
+        fig.text(x, bottom - 4, label, transform=pixel, ha="center", va="top", fontsize=FONT - 1)
+    if col_title:
+        fig.text(left + pixels.shape[1] / 2, 4, col_title, transform=pixel, ha="center", va="bottom", fontsize=FONT - 1)
+    fig.text(width / 2, height_px - 6, title, transform=pixel, ha="center", va="top", fontsize=FONT + 1)
+    fig.savefig(path, dpi=DPI, metadata={GRID_KEY: f"{left} {top} {scale} {grid.shape[2]} {grid.shape[1]}"})
+    return path
 
 
 def save_pictures(
@@ -45,12 +115,14 @@ def save_pictures(
     kl_per_dim: Sequence[float] | None = None,
     n: int = 8,
     seed: int = 0,
+    caption: str = "",
 ) -> dict[str, Path]:
     """Write the run's pictures into `out_dir` and return `{name: path}` (name = file stem).
 
     x: (N, C, H, W) float32 in [0, 1], validation images on the model's device; labels: (N,) int64.
     kl_per_dim: (L,) KL per latent dimension in nats (any consistent unit works: only the order is used),
-    to show the most informative dimensions first in the traversals. n: images per grid row.
+    to show the most informative dimensions first in the traversals, and label their rows. n: images per grid row.
+    caption: what made the pictures (`model=mlp loss=beta β=1`), in the samples' title.
     The model's train/eval mode (of every submodule) and the global RNG state are left as they were.
     """
     out_dir = Path(out_dir)
@@ -60,7 +132,7 @@ def save_pictures(
         mu = posterior_means(model, x)  # (N, L)
         paths = {
             "reconstructions": _save_reconstructions(model, x, mu, out_dir, n),
-            "samples": _save_samples(model, out_dir, n, gen, x.device),
+            "samples": _save_samples(model, out_dir, n, gen, x.device, caption),
             "traversals": _save_traversals(model, mu[0], out_dir, n, kl_per_dim),
             "latent_scatter": save_latent_scatter(mu, labels, out_dir / "latent_scatter.png"),
         }
@@ -93,16 +165,20 @@ def _save_reconstructions(model: VAE, x: torch.Tensor, mu: torch.Tensor, out_dir
     shape = orig.shape[1:]
     rows = torch.stack([orig.view(pairs, cols, *shape), recon.view(pairs, cols, *shape)], dim=1)
     path = out_dir / "reconstructions.png"
-    save_image(rows.reshape(-1, *shape), path, nrow=cols)  # (P, 2, cols, C, H, W) flattened row by row
-    return path
+    labels = ["original", "reconstruction"] * pairs
+    title = "Validation images and their reconstructions\n(decoded means at the posterior mean)"
+    return save_labelled_grid(rows.reshape(-1, *shape), path, cols, labels, title)  # (P, 2, cols, ...) row by row
 
 
-def _save_samples(model: VAE, out_dir: Path, n: int, gen: torch.Generator, device: torch.device) -> Path:
+def _save_samples(
+    model: VAE, out_dir: Path, n: int, gen: torch.Generator, device: torch.device, caption: str = ""
+) -> Path:
     """n * n decoded prior samples z ~ p(z) (the model's prior), drawn from `gen` on CPU so any device gives the same z."""
     z = model.prior.sample(n * n, model.latent_dim, generator=gen).to(device)  # (n*n, L)
-    path = out_dir / "samples.png"
-    save_image(_image_mean(model, z), path, nrow=n)
-    return path
+    title = f"Decoded means of z ~ p(z), the model's prior, latent_dim={model.latent_dim}" + (
+        f"\n{caption}" if caption else ""
+    )
+    return save_labelled_grid(_image_mean(model, z), out_dir / "samples.png", n, [], title)
 
 
 def traversal_dims(latent_dim: int, kl_per_dim: Sequence[float] | None = None) -> list[int]:
@@ -118,10 +194,15 @@ def traversal_dims(latent_dim: int, kl_per_dim: Sequence[float] | None = None) -
 
 
 def _save_traversals(model: VAE, mu0: torch.Tensor, out_dir: Path, n: int, kl_per_dim: Sequence[float] | None) -> Path:
-    """One row per traversed dimension d: z = mu0 with z[d] in linspace(-3, 3, n). mu0: (L,) of example 0."""
-    path = out_dir / "traversals.png"
-    save_image(traversal_images(model, mu0, traversal_dims(model.latent_dim, kl_per_dim), n), path, nrow=n)
-    return path
+    """One row per traversed dimension d: z = mu0 with z[d] in linspace(-3, 3, n). mu0: (L,) of example 0.
+    Each row says its dim and, given kl_per_dim, its KL in nats; each column its value of z[d]."""
+    dims = traversal_dims(model.latent_dim, kl_per_dim)
+    rows = [f"z{d}" + (f"  KL {kl_per_dim[d]:.2f} nats" if kl_per_dim is not None else "") for d in dims]
+    steps = [f"{v:+.1f}" for v in torch.linspace(-TRAVERSAL_RANGE, TRAVERSAL_RANGE, n).tolist()]
+    title = "Latent traversals" + (", largest KL first" if kl_per_dim is not None else "")
+    where = "value of the traversed z (the others at the posterior mean of validation image 0)"
+    images = traversal_images(model, mu0, dims, n)
+    return save_labelled_grid(images, out_dir / "traversals.png", n, rows, title, steps, where)
 
 
 def traversal_images(model: VAE, mu0: torch.Tensor, dims: Sequence[int], n: int) -> torch.Tensor:

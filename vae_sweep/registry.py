@@ -144,6 +144,16 @@ def units_block() -> dict[str, str]:
     return {m.name: m.described for m in _ALL}
 
 
+def in_units(values: dict, names: list[str] | tuple[str, ...]) -> str:
+    """`distortion=95.31 nats  mse=0.02132 per pixel`: the metrics `names` of `values` at 4 significant digits."""
+    parts = []
+    for name in names:
+        value, metric = values.get(name), METRICS.get(name)
+        unit = f" {metric.unit.slug.replace('_', ' ')}" if metric and metric.unit.slug else ""
+        parts.append(f"{name}={value:.4g}{unit}" if isinstance(value, (int, float)) else f"{name}={value}")
+    return "  ".join(parts)
+
+
 class Status(str, Enum):
     """How a run ended, as metrics.json, the study's `status` user attribute and the analysis say it."""
 

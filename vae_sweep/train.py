@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -145,15 +146,20 @@ def fit(
     after_epoch: Callable[[dict], bool] | None = None,
 ) -> TrainState:
     """Train from state.epoch to cfg.epochs; after each epoch validate, append to history.csv and save model.pt.
-    `after_epoch(history row)` returning True stops training with status pruned (a sweep's pruner, vae_sweep/sweep/trial.py).
+    `after_epoch(history row)` sees every epoch's row (the loggers, a sweep's intermediate values); returning True
+    stops training with status pruned (a sweep's pruner, vae_sweep/sweep/trial.py). The bar shows only on a terminal:
+    redirected to a file, tqdm's frames would share lines with the log.
     A stop request (state.stop) raises `Preempted` once model.pt holds every finished step."""
     with logging_redirect_tqdm():  # log lines print above the bar instead of through it
-        bar = tqdm(range(state.epoch, cfg.epochs), desc="epochs", disable=not progress, leave=False)
+        bar = tqdm(
+            range(state.epoch, cfg.epochs), desc="epochs", disable=not (progress and sys.stderr.isatty()), leave=False
+        )
         for epoch in bar:
             _epoch(parts, data, cfg, state, out_dir, epoch, bar)
             if state.status == Status.DIVERGED:
                 break
-            if after_epoch is not None and state.epoch < cfg.epochs and after_epoch(state.history[-1]):
+            # every epoch goes to the hook (loggers, a sweep's intermediate values); a stop only before the last
+            if after_epoch is not None and after_epoch(state.history[-1]) and state.epoch < cfg.epochs:
                 state.status = Status.PRUNED
                 log.info("pruned after epoch %d/%d", state.epoch, cfg.epochs)
                 break

@@ -158,3 +158,22 @@ def test_two_trial_curve_sweep_returns_the_hypervolume_and_the_analysis_draws_th
     assert analyze.returncode == 0, analyze.stderr
     assert (out / "curves.png").stat().st_size > 10_000
     assert "curves: no figure" not in analyze.stderr
+
+
+def test_curves_keep_the_axes_of_rate_distortion(tmp_path):
+    """Distortion on x and rate on y in every figure: curves.png and a run's curve.png as in rate_distortion.png."""
+    from PIL import Image
+
+    from vae_sweep.analysis.plots import plot_curves
+    from vae_sweep.curve import save_curve_plot
+    from vae_sweep.registry import METRICS
+
+    table = curves_front(pd.concat([curve_rows(0, 2, [(2, 8), (4, 4), (8, 1)])], ignore_index=True), (10.0, 10.0))
+    (ax,) = plot_curves(table).axes
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (METRICS["distortion"].label, METRICS["rate"].label)
+    x, y = ax.get_lines()[0].get_data()
+    assert list(x) == [2, 4, 8] and list(y) == [8, 4, 1]  # (D, R) points, ascending β
+    rows = [{"beta": b, "distortion_nats": d, "rate_nats": r} for b, d, r in zip((0.1, 1, 10), (2, 4, 8), (8, 4, 1))]
+    path = save_curve_plot(rows, tmp_path / "curve.png", (10.0, 10.0))
+    with Image.open(path) as im:
+        assert 400 <= im.width <= 1000 and 300 <= im.height <= 800

@@ -157,3 +157,16 @@ def test_a_derived_name_whose_recorded_groups_changed_is_refused(tmp_path):
         "this command has mlp): name a new study with hydra.sweeper.study_name=..."
     ]
     assert optuna.load_study(study_name=NAME, storage=url).trials == []
+
+
+def test_a_pruner_makes_a_study_of_its_own():
+    """The README's `sweep=elbo hydra/sweeper/pruner=median` after `sweep=elbo`: its trials stop early, so it gets a
+    study of its own instead of joining the finished one (and running nothing)."""
+    choices = {**dict.fromkeys(("model", "loss", "likelihood", "optimizer", "scheduler", "dataset"), "x")}
+    for pruner, name in (("none", "elbo"), (None, "elbo"), ("median", "elbo[pruner=median]")):
+        cfg = OmegaConf.create(
+            {"objectives": ["neg_elbo"], "hydra": {"runtime": {"choices": {**choices, "hydra/sweeper/pruner": pruner}}}}
+        )
+        settings, defining = experiment(cfg, ["sweep=elbo", f"hydra/sweeper/pruner={pruner}"])
+        assert study_name("elbo", defining) == name
+        assert ("pruner" in settings) == (pruner == "median")

@@ -49,13 +49,21 @@ RUN_FIELDS = (
 )
 
 
-def load_sweep(sources: str | Path | Iterable[str | Path], study: str | None = None) -> pd.DataFrame:
-    """One row per trial of every source: a sweep dir, a single run dir, or a storage URL (`sqlite:///...`,
-    with `study` naming the study when the storage holds several). Raises ConfigError for a wrong source."""
+def load_sweep(
+    sources: str | Path | Iterable[str | Path], study: str | list[str] | tuple[str, ...] | None = None
+) -> pd.DataFrame:
+    """One row per trial of every source: a sweep dir, a single run dir, or a storage URL (`sqlite:///...`).
+    `study` names the study of each storage URL: one name for all of them, or a list with one per URL in order;
+    a storage given none is read at its newest study. Raises ConfigError for a wrong source."""
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     if not sources:
         raise ConfigError("no sweep given: pass a sweep dir or a study storage URL")
-    rows = [row for source in sources for row in source_rows(str(source), study)]
+    urls = [str(s) for s in sources if "://" in str(s)]
+    names = [study] if isinstance(study, str) or study is None else list(study)
+    if len(names) > 1 and len(names) != len(urls):
+        raise ConfigError(f"--study given {len(names)} times for {len(urls)} storage URL(s): give one, or one per URL")
+    named = {url: names[i] if len(names) > 1 else names[0] if names else None for i, url in enumerate(urls)}
+    rows = [row for source in sources for row in source_rows(str(source), named.get(str(source)))]
     return _frame(rows, ", ".join(map(str, sources)))
 
 

@@ -44,7 +44,7 @@ def save_figures(df: pd.DataFrame, out: Path, fmt: str = "png", dpi: int = 150) 
         fig = plot(df)
         if fig is not None:
             paths[name] = out / f"{name}.{fmt}"
-            fig.savefig(paths[name], dpi=dpi)
+            fig.savefig(paths[name], dpi=dpi, bbox_inches="tight", pad_inches=0.1)  # no label clipped at an edge
     return paths
 
 
@@ -152,14 +152,17 @@ def _iso_elbo(ax, totals: pd.Series) -> None:
             continue
         ax.plot(px[inside], py[inside], color="0.6", lw=0.8, ls="--", zorder=1)
         x_at = min(max(c - top, px[inside][0]), px[inside][-1])  # near the top, or where it enters
+        right = (ax.transScale + ax.transLimits).transform((x_at, c - x_at))[
+            0
+        ] > 0.85  # near the right edge: the label goes left
         ax.annotate(
             f"{c:g}",
             (x_at, c - x_at),
             fontsize=7,
             color="0.35",
-            ha="left",
+            ha="right" if right else "left",
             va="top",
-            xytext=(2, -1),
+            xytext=(-2 if right else 2, -1),
             textcoords="offset points",
         )
     ax.set(xlim=(x0, x1), ylim=(y0, y1))
@@ -274,7 +277,7 @@ def plot_importance(importance: pd.DataFrame) -> Figure | None:
     )
     ax.invert_yaxis()
     ax.set(
-        xlabel="importance (fANOVA: share of the objective's variance, sums to 1 per objective)",
+        xlabel="importance (fANOVA: share of the objective's variance,\nsums to 1 per objective)",
         xlim=(0, 1),
         title=f"Parameter importance (fANOVA on {importance.attrs.get('trials', '?')} completed trials)",
     )
@@ -317,8 +320,9 @@ def plot_pareto_pictures(df: pd.DataFrame) -> Figure | None:
 
 
 def plot_curves(curves: pd.DataFrame) -> Figure | None:
-    """Every trial's curve (`curves.curve_table`: distortion against rate along β, thin, one colour per
-    latent_dim) and the Pareto front of all their points together (thick), its hypervolume in the title."""
+    """Every trial's curve (`curves.curve_table`: rate against distortion along β, thin, one colour per latent_dim,
+    on the axes of rate_distortion.png) and the Pareto front of all their points together (thick), its hypervolume
+    in the title."""
     if curves.empty:
         return _no_data("curves", curves.attrs.get("why", "no curve points"), curves.attrs.get("expected", False))
     fig = Figure(figsize=(7.5, 5.5), layout="constrained")
@@ -327,14 +331,14 @@ def plot_curves(curves: pd.DataFrame) -> Figure | None:
     colors = {d: f"C{i % 10}" for i, d in enumerate(dims)}
     for (_, dim), curve in curves.groupby(["trial", "latent_dim"], dropna=False, sort=True):
         curve = curve.sort_values("beta")
-        ax.plot(curve["rate"], curve["distortion"], "o-", ms=3, lw=0.9, alpha=0.8, color=colors.get(dim, "0.5"))
-    front = curves[curves["front"]].sort_values("rate")
-    ax.step(front["rate"], front["distortion"], where="post", color="crimson", lw=2.5, zorder=3)
-    ax.plot(front["rate"], front["distortion"], "o", ms=6, color="crimson", zorder=3)
+        ax.plot(curve["distortion"], curve["rate"], "o-", ms=3, lw=0.9, alpha=0.8, color=colors.get(dim, "0.5"))
+    front = curves[curves["front"]].sort_values("distortion")
+    ax.step(front["distortion"], front["rate"], where="post", color="crimson", lw=2.5, zorder=3)
+    ax.plot(front["distortion"], front["rate"], "o", ms=6, color="crimson", zorder=3)
     handles = [Line2D([], [], color=c, lw=0.9, marker="o", ms=3, label=f"{int(d)}") for d, c in colors.items()]
     handles.append(Line2D([], [], color="crimson", lw=2.5, marker="o", label="front of all curves"))
     ax.legend(handles=handles, title="latent_dim", fontsize=8, title_fontsize=8, loc="upper right")
-    ax.set(xlabel=METRICS["rate"].label, ylabel=METRICS["distortion"].label)
+    ax.set(xlabel=METRICS["distortion"].label, ylabel=METRICS["rate"].label)  # as in rate_distortion.png
     reference, n = curves.attrs.get("reference"), curves["trial"].nunique()
     title = f"{n} curve{'s' if n != 1 else ''} (one per trial), {len(front)} points on their front"
     if reference is not None:

@@ -11,16 +11,18 @@ are not finite counted as `diverged`; `missing` when there is no readable metric
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import yaml
 
-from vae_sweep.config import JOB_GROUPS, NEUTRAL, TRIAL_HANDLE
+from vae_sweep.config import JOB_GROUPS, NEUTRAL, TRIAL_HANDLE, neutral
 from vae_sweep.errors import ConfigError
 from vae_sweep.registry import COUNTED, Status
 
 PARAMS = ("beta", "latent_dim", "lr", "batch_size", "seed", "epochs", "kl_warmup_steps")  # config knobs
+log = logging.getLogger(__name__)
 NOT_PARAMS = {*NEUTRAL, "objectives"}  # overrides that are no knob of the trial (objectives: what it reports)
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's, where built: hydra.yaml takes 30 ms in Python
 
@@ -30,7 +32,7 @@ STATUSES = tuple(s.value for s in COUNTED)  # the statuses a row can have
 
 def source_rows(source: str, study: str | None) -> list[dict]:
     """The trials of one source: a sweep dir, a single run dir, or a storage URL (`sqlite:///...`, with `study`
-    naming the study when the storage holds several). Raises ConfigError for a wrong source."""
+    naming the study; without it, the storage's newest study). Raises ConfigError for a wrong source."""
     if "://" in source:
         return _url_rows(source, study)
     path = Path(source)
@@ -80,7 +82,12 @@ def hydra_params(hydra_dir: Path) -> dict:
     for line in overrides if isinstance(overrides, list) else []:
         key, _, value = str(line).partition("=")
         key = key.lstrip("+~")
-        if key not in NOT_PARAMS and not key.startswith(("hydra.", TRIAL_HANDLE)) and key not in row:
+        if (
+            key not in NOT_PARAMS
+            and not neutral(key)
+            and not key.startswith(("hydra.", TRIAL_HANDLE))
+            and key not in row
+        ):
             row[key] = _scalar(value)
     return row
 
@@ -140,15 +147,30 @@ def _url_rows(url: str, name: str | None) -> list[dict]:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as e:
         raise ConfigError(f"{url}: not a readable Optuna storage ({type(e).__name__})") from None
-    if name is None and len(names) != 1:
-        raise ConfigError(f"{url} holds {len(names)} studies ({', '.join(names) or 'none'}): name one with --study")
+    if not names:
+        raise ConfigError(f"{url} holds no study")
     if name is not None and name not in names:
-        raise ConfigError(f"study={name}: not in {url}, which holds: {', '.join(names) or 'no study'}")
-    name = name or names[0]
+        raise ConfigError(f"study={name}: not in {url}, which holds: {', '.join(names)}")
+    if name is None:
+        name = newest_study(storage)
+        if len(names) > 1:
+            others = ", ".join(n for n in names if n != name)
+            log.warning(
+                "%s holds %d studies: analysing the newest, %s (others: %s; name one with --study)",
+                url,
+                len(names),
+                name,
+                others,
+            )
     rows = study_rows(optuna.load_study(study_name=name, storage=storage), f"{url} study={name}")
     if not rows:
         raise ConfigError(f"study={name} in {url}: no trials yet")
     return rows
+
+
+def newest_study(storage) -> str:
+    """The name of the study created last in `storage` (the largest study id)."""
+    return max(storage.get_all_studies(), key=lambda s: s._study_id).study_name
 
 
 def study_rows(study, source: str) -> list[dict]:

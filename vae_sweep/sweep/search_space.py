@@ -113,10 +113,12 @@ def check_search_space(config: DictConfig, searched: dict[str, Sequence], fixed:
     the job's own validation, so a sweep that could only fail stops here, before its first trial. `lines` names
     each key's sweep as the user wrote it (by default `hydra.sweeper.params.<key>`)."""
     from vae_sweep.checks import check_config
-    from vae_sweep.config import GROUPS
+    from vae_sweep.config import GROUPS, neutral
 
     job_cfg = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
     for name, value in fixed.items():
+        if neutral(name):  # how runs run (`logger=[tensorboard,mlflow]`): checked with the command line, searched never
+            continue
         OmegaConf.update(job_cfg, name, yaml.safe_load(str(value)), force_add=True)
     for knob in ("beta", "latent_dim", "lr"):  # a searched knob that no group reads would be searched in vain
         groups = OmegaConf.to_yaml(OmegaConf.masked_copy(config, [g for g in GROUPS if g in config]))

@@ -7,7 +7,10 @@ A study holds one experiment. The settings that define it are recorded on the st
 - every fixed override on the command line that changes what a trial computes (`epochs=1`, `model=conv`,
   `beta=0.5`), and a group searched as a whole (`model=choice(mlp,conv)`).
 
-Not defining: the searched parameters (a study may widen its search), `n_trials`, everything under `hydra.`
+- the pruner, when there is one (`hydra/sweeper/pruner=median` makes `elbo[pruner=median]`): its trials stop early,
+  so they are no trials of the same experiment without it.
+
+Not defining: the searched parameters (a study may widen its search), `n_trials`, everything else under `hydra.`
 (sampler, storage, output dirs), the `sweep` option (it names the base: `pareto`, `elbo`) and NEUTRAL (vae_sweep/config.py).
 
 The study's name is the sweep's base name (`hydra.sweeper.study_name`, e.g. `pareto`) when the command
@@ -36,13 +39,14 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 from optuna.trial import FrozenTrial, TrialState
 
-from vae_sweep.config import ADDED_GROUPS, JOB_GROUPS, NEUTRAL
+from vae_sweep.config import ADDED_GROUPS, JOB_GROUPS, neutral
 from vae_sweep.errors import ConfigError
 from vae_sweep.sweep.locks import require_driver, shown, storage_lock
 from vae_sweep.sweep.outage import PatientStorage
 
 log = logging.getLogger(__name__)
 RECORDED_GROUPS = JOB_GROUPS
+PRUNER = "hydra/sweeper/pruner"  # a pruner other than none defines the experiment: `elbo[pruner=median]`
 # A trial's `status` user attribute from the moment it is asked until its result is recorded: a trial whose process
 # dies keeps it, so the heartbeat's stale check (which may no longer write to the trial) leaves it marked.
 INTERRUPTED = "interrupted"
@@ -54,13 +58,15 @@ def experiment(config: DictConfig, arguments: list[str]) -> tuple[dict[str, str]
     overrides = {}
     for o in OverridesParser.create().parse_overrides(list(arguments)):
         key = o.get_key_element()
-        if o.is_hydra_override() or key in NEUTRAL or key == "sweep":
+        if o.is_hydra_override() or neutral(key) or key == "sweep":
             continue
         if not o.is_sweep_override():
             overrides[key] = o.get_value_element_as_str()
         elif key in RECORDED_GROUPS:  # a searched group is a different experiment; a searched knob is not
             overrides[key] = o.get_value_string()
     choices = config.hydra.runtime.choices
+    if choices.get(PRUNER) not in (None, "none"):  # pruned trials stop early: a study of their own
+        overrides["pruner"] = str(choices[PRUNER])
     chosen = {g: choices.get(g, ADDED_GROUPS.get(g)) for g in RECORDED_GROUPS}
     settings = {g: str(c) for g, c in chosen.items() if g not in ADDED_GROUPS or c != ADDED_GROUPS[g]}
     settings["objectives"] = "[" + ",".join(config.get("objectives") or []) + "]"
@@ -90,10 +96,12 @@ def open_study(
     pruner: optuna.pruners.BasePruner | None = None,
     beats: tuple[int, int] | None = None,
     retry_seconds: float = 0,
+    objectives: list[str] | None = None,
 ) -> optuna.Study:
     """Create or load study `name` (with heartbeats `beats` = (interval, grace period) in seconds, and calls that
     outlast an outage of `retry_seconds`), and stop (one line, `error: ...`) if it records other settings. Trials that
-    a dead process left running are failed first."""
+    a dead process left running are failed first. The `objectives` name the study's values with their units
+    (`distortion [nats/example]`), as optuna-dashboard shows them."""
     with storage_lock(url, name):  # two processes starting together would both create the tables
         study = optuna.create_study(
             study_name=name,
@@ -121,7 +129,20 @@ def open_study(
             )
             raise ConfigError(f"study {name!r} in {shown(url)} holds another experiment ({'; '.join(differ)}): {way}")
         fail_stale(study)
+        if objectives and len(objectives) == len(directions):
+            name_metrics(study, objectives)
     return study
+
+
+def name_metrics(study: optuna.Study, objectives: list[str]) -> None:
+    """The study's metric names: each objective with its unit (`distortion [nats/example]`, `mse [per pixel]`)."""
+    from vae_sweep.registry import METRICS
+
+    names = [METRICS[o].label if o in METRICS else o for o in objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # "experimental" in optuna since 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 def differences(recorded: dict[str, str], settings: dict[str, str]) -> list[str]:

@@ -15,6 +15,8 @@ import optuna
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from vae_sweep.sweep.progress import params_line
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ def write_summary(study: optuna.Study, sweep_dir: Path, directions: list[str]) -
     if len(directions) == 1:
         best = study.best_trial
         results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
-        log.info("best trial %d: value %.4g, params %s", best.number, best.value, best.params)
+        log.info("best trial %d: value %.4g, %s", best.number, best.value, params_line(best.params))
     else:
         front = sorted(study.best_trials, key=lambda t: t.values[-1])
         results = {"name": "optuna", "solutions": [{"params": t.params, "values": t.values} for t in front]}

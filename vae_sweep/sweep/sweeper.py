@@ -19,9 +19,11 @@ output format) with vae_sweep's own `sweep` loop, which adds:
 - parallel trials (hydra/launcher=joblib) get torch threads so that together they use at most the cores;
 - a job that gets SIGTERM or SIGUSR2 (Slurm's warning) saves model.pt and ends `interrupted`; a later trial takes its
   parameters and continues it from there (`resume=<its run dir>`; vae_sweep/preemption.py, resumption.py);
-- with a pruner (`hydra/sweeper/pruner=median|successive_halving|hyperband`), each job gets a handle on its study
-  trial as overrides (`+trial.storage=... +trial.study=... +trial.number=...`: no in-memory object, so any launcher
-  works) and reports its validation objective after every epoch (trial.py); pruned trials are PRUNED;
+- each job gets a handle on its study trial as overrides (`+trial.storage=... +trial.study=... +trial.number=...`: no
+  in-memory object, so any launcher works); in a one-objective sweep it reports its validation objective after every
+  epoch (trial.py), which a pruner (`hydra/sweeper/pruner=median|successive_halving|hyperband`) may act on (pruned
+  trials are PRUNED), and the loggers name their runs from it (vae_sweep/loggers.py);
+- a line per finished trial says how far the sweep is (progress.py), and the study names its objectives with units;
 - each trial's metrics.json goes into the study as user attributes, its pictures as Optuna artifacts (shown by
   optuna-dashboard), and a summary is written at the end;
 - `hydra/sweeper/sampler=grid` gets the search space it needs;
@@ -52,6 +54,7 @@ from vae_sweep.errors import ConfigError, SweepStopped, VaeSweepError, one_line
 from vae_sweep.preemption import Preempted, mark_sweeper_process
 from vae_sweep.sweep.cluster import InFlight, cluster_parallelism, remote
 from vae_sweep.sweep.outage import StorageLost
+from vae_sweep.sweep.progress import Progress
 from vae_sweep.sweep.record import finish, record, record_lost
 from vae_sweep.sweep.resumption import enqueue_resumption
 from vae_sweep.sweep.search_space import check_search_space, ends
@@ -71,7 +74,7 @@ from vae_sweep.sweep.study import (
     study_name,
 )
 from vae_sweep.sweep.summary import write_summary
-from vae_sweep.sweep.trial import handle_overrides, pruning, refusal
+from vae_sweep.sweep.trial import handle_overrides, refusal
 
 log = logging.getLogger(__name__)
 WAIT_SECONDS = 2  # between looks at a study that is full only because others' trials still run
@@ -130,8 +133,11 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
         name = self.study_name if explicit else study_name(self.study_name, defining)
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our line below names the study, new or not
         check_storage(self.storage)  # before Optuna or Alembic touch it
+        objectives = list(self.config.get("objectives") or ())
         sampler = self._sampler(0)
-        study = open_study(self.storage, name, explicit, settings, directions, sampler, pruner, *self._patience)
+        study = open_study(
+            self.storage, name, explicit, settings, directions, sampler, pruner, *self._patience, objectives=objectives
+        )
         launcher = self.config.hydra.get("launcher")
         on_slurm = remote(launcher)
         if on_slurm:
@@ -150,7 +156,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             threads,
             ", each a Slurm job" if on_slurm else "",
         )
-        handles = pruning(pruner) and self.storage
+        handles = bool(self.storage)  # intermediate values, the pruner and the loggers' trial (sweep/trial.py)
 
         def job_overrides(trial: optuna.Trial, overrides: list[str]) -> list[str]:
             return [
@@ -162,7 +168,13 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
             ]
 
         run = self._stream if on_slurm else self._batches
-        run(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
+        self.progress = Progress(
+            self.n_trials, objectives or [f"objective {i}" for i in range(len(directions))]
+        )  # a line per finished trial (vae_sweep/sweep/progress.py)
+        try:
+            run(study, (dists, fixed, fixed_overrides), parallel, job_overrides, directions)
+        finally:
+            self.progress.close()
         self._write_results(study, directions)
 
     def _batches(self, study: optuna.Study, space: tuple, parallel: int, job_overrides, directions: list[str]) -> None:
@@ -177,6 +189,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                     record(study, trial, ret, len(directions), self.artifact_dir)
                 except SweepStopped as e:
                     stops.append(e)
+                self.progress.trial_done(study, trial)
             if stops:
                 self._write_results(study, directions)
                 raise stops[0]
@@ -224,6 +237,7 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                             record(study, trial, ret, len(directions), self.artifact_dir)
                         else:
                             record_lost(study, trial, sweep_dir / str(trial.number), error)
+                        self.progress.trial_done(study, trial)
                         self._check_failure_budget(study)
         except KeyboardInterrupt:
             marked, cancelled = self._call_back(study, out, asked, directions)

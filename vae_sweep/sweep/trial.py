@@ -1,7 +1,7 @@
 """A sweep trial as its job sees it: a handle on the study trial, for pruning; and its pictures as Optuna artifacts.
 
 hydra-optuna-sweeper gives a job no trial object (hydra issues #1710, #1954, #3201), and a job may run in another
-process or on another machine (joblib, submitit), so no in-memory object can cross. When the sweep has a pruner, the
+process or on another machine (joblib, submitit), so no in-memory object can cross. When the study has a storage, the
 sweeper adds the trial's address to the job's overrides instead:
 
     +trial.storage=<the study's storage URL, a SQLite path made absolute> +trial.study=<study name> +trial.number=<n>
@@ -9,8 +9,9 @@ sweeper adds the trial's address to the job's overrides instead:
 and they land in the run's config (`.hydra/config.yaml`, key `trial`). The job reopens the trial from them and,
 after every epoch, reports its validation objective (`val_<objective>` of history.csv; for `iwae_nll`, the negative
 ELBO, its upper bound, since an IWAE pass every epoch would cost iwae_k times the validation) at step = the epoch,
-and stops when the sweep's pruner (`hydra/sweeper/pruner=...`, read from the job's Hydra config) says so.
-Without a pruner nothing is added, and the job opens no connection to the study.
+and stops when the sweep's pruner (`hydra/sweeper/pruner=...`, read from the job's Hydra config) says so; one-objective
+sweeps report whether a pruner is set or not, so that optuna-dashboard draws each trial's learning curve. A job of a
+sweep with several objectives opens no connection to the study: its loggers use the study name and trial number.
 """
 
 from __future__ import annotations
@@ -77,12 +78,20 @@ def quoted(text: str) -> str:
 
 
 def epoch_reporter(cfg: DictConfig) -> Callable[[dict], bool] | None:
-    """For a sweep trial with a pruner: a function of an epoch's history row that reports its validation objective
-    to the trial and says whether to stop. None otherwise."""
-    handle = cfg.get("trial")
-    if not handle:
+    """For a one-objective sweep trial: a function of an epoch's history row that reports its validation objective
+    to the trial as an intermediate value (optuna-dashboard draws them as learning curves) and says whether the
+    pruner, if any, stops it. None otherwise: Optuna has no intermediate values for several objectives (the loggers
+    show those per epoch, vae_sweep/loggers.py)."""
+    handle, objectives = cfg.get("trial"), cfg.get("objectives") or ()
+    if not handle or len(objectives) != 1 or objectives[0] not in EPOCH_VALUE:
         return None
-    trial = open_trial(handle)
+    try:
+        trial = open_trial(handle)
+    except Exception as e:  # without a pruner the curve is a nicety: a job that cannot reach the study trains on
+        if prunes():
+            raise
+        log.warning("no intermediate values for trial %s: its study is out of reach (%s)", handle.number, e)
+        return None
     key = EPOCH_VALUE[cfg.objectives[0]]
 
     def report(row: dict) -> bool:
@@ -90,6 +99,14 @@ def epoch_reporter(cfg: DictConfig) -> Callable[[dict], bool] | None:
         return trial.should_prune()
 
     return report
+
+
+def prunes() -> bool:
+    """Whether the sweep that launched this job has a pruner that can prune (not `hydra/sweeper/pruner=none`)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    pruner = HydraConfig.get().sweeper.get("pruner") if HydraConfig.initialized() else None
+    return bool(pruner) and pruner.get("_target_") != "optuna.pruners.NopPruner"
 
 
 def open_trial(handle: DictConfig):
