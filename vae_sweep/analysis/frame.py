@@ -30,9 +30,9 @@ import numpy as np
 import pandas as pd
 
 from vae_sweep.analysis.sources import PARAMS, STATUSES, finite, is_run_dir, source_rows, study_rows
-from vae_sweep.config import JOB_GROUPS
+from vae_sweep.config import ADDED_GROUPS, JOB_GROUPS
 from vae_sweep.errors import ConfigError
-from vae_sweep.pareto import pareto_mask, running_hypervolume
+from vae_sweep.pareto import hypervolume_2d, pareto_mask, running_hypervolume
 from vae_sweep.registry import METRICS, OBJECTIVES, Status
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,39 @@ def completed(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
     """The completed trials with a finite value in every one of `cols`."""
     done = df[df["status"].eq(Status.COMPLETED)]
     return done[np.isfinite(done[list(cols)]).all(axis=1)] if cols else done
+
+
+def families(df: pd.DataFrame) -> pd.Series:
+    """Each trial's model family, `<prior>+<posterior>` (a run from before those groups: `standard+gaussian`)."""
+    parts = [df[g].fillna(d) if g in df else pd.Series(d, index=df.index) for g, d in ADDED_GROUPS.items()]
+    return parts[0].astype(str) + "+" + parts[1].astype(str)
+
+
+def family_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per model family among the completed trials, best first: `family`, `trials`, `front` (points on the
+    family's own Pareto front of distortion and rate) and `hypervolume` of that front in nats², all against one
+    reference, the worst distortion and the worst rate of any completed trial, so that families compare (Alemi et
+    al. 2018 drew families' fronts on one plane). Empty unless the sweep holds two families or more."""
+    ok = completed(df, *FRONT)
+    family = families(ok)
+    if family.nunique() < 2:
+        return pd.DataFrame(columns=["family", "trials", "front", "hypervolume"])
+    directions = [METRICS[m].direction for m in FRONT]
+    reference = ok[list(FRONT)].max().to_numpy()  # (D, R) in nats: both minimised
+    rows = []
+    for name, group in ok.groupby(family):
+        points = group[list(FRONT)].to_numpy()  # (n, 2): distortion, rate
+        rows.append(
+            {
+                "family": name,
+                "trials": len(group),
+                "front": int(pareto_mask(points, directions).sum()),
+                "hypervolume": hypervolume_2d(points, reference, directions),
+            }
+        )
+    table = pd.DataFrame(rows).sort_values("hypervolume", ascending=False, ignore_index=True)
+    table.attrs["reference"] = tuple(reference)
+    return table
 
 
 def status_counts(df: pd.DataFrame) -> dict[str, int]:
@@ -207,8 +240,23 @@ def summary_markdown(df: pd.DataFrame, top: int = 5) -> str:
         ranked = pick(done.dropna(subset=[objective]), top, objective)
         if len(ranked):
             lines += ["", f"## Best {len(ranked)} by {objective}", ""] + _md_table(ranked, df)
+    lines += _families_markdown(df)
+    lines += _families_markdown(df)
     lines += ["", "## All trials (\\* = on the Pareto front)", ""] + _md_table(df, df)
     return "\n".join(lines) + "\n"
+
+
+def _families_markdown(df: pd.DataFrame) -> list[str]:
+    """The model families' table (`family_table`), for a sweep of two families or more."""
+    table = family_table(df)
+    if table.empty:
+        return []
+    d, r = table.attrs["reference"]
+    lines = ["", "## Model families: each one's own front", ""]
+    lines += [f"Hypervolume in nats² against (distortion, rate) = ({d:.1f}, {r:.1f}) nats, larger is better.", ""]
+    lines += ["| family | completed trials | on its front | hypervolume (nats²) |", "|---|---|---|---|"]
+    lines += [f"| {f} | {n} | {k} | {h:,.0f} |" for f, n, k, h in table.itertuples(index=False)]
+    return lines
 
 
 def _md_table(rows: pd.DataFrame, df: pd.DataFrame) -> list[str]:

@@ -22,9 +22,10 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from vae_sweep.analysis.curves import curve_table
-from vae_sweep.analysis.frame import FRONT, SCALARS, completed, history_table
+from vae_sweep.analysis.frame import FRONT, SCALARS, completed, families, family_table, history_table
 from vae_sweep.analysis.importance import MIN_IMPORTANCE_TRIALS, param_importance
 from vae_sweep.errors import ConfigError
+from vae_sweep.pareto import pareto_mask
 from vae_sweep.registry import DISENTANGLEMENT, METRICS
 
 log = logging.getLogger(__name__)
@@ -350,6 +351,30 @@ def plot_curves(curves: pd.DataFrame) -> Figure | None:
     return fig
 
 
+def plot_families(df: pd.DataFrame) -> Figure | None:
+    """Each model family's completed trials and its own Pareto front in its own colour, on the axes of
+    rate_distortion.png; the legend gives each front's hypervolume (`frame.family_table`)."""
+    table = family_table(df)
+    if table.empty:
+        return _no_data("families", "the sweep holds one model family (prior+posterior)", expected=True)
+    ok = completed(df, *FRONT)
+    family = families(ok)
+    fig = Figure(figsize=(7.5, 5.5), layout="constrained")
+    ax = fig.add_subplot()
+    for i, row in enumerate(table.itertuples(index=False)):
+        group, color = ok[family == row.family], f"C{i % 10}"
+        points = group[list(FRONT)].to_numpy()  # (n, 2): distortion, rate in nats
+        front = group[pareto_mask(points, [METRICS[m].direction for m in FRONT])].sort_values("distortion")
+        ax.scatter(group["distortion"], group["rate"], s=25, color=color, alpha=0.45, linewidths=0)
+        label = f"{row.family}: {row.front} on its front, {row.hypervolume:,.0f} nats²"
+        ax.step(front["distortion"], front["rate"], where="post", color=color, lw=1.8, marker="o", ms=5, label=label)
+    d, r = table.attrs["reference"]
+    ax.legend(title=f"family (hypervolume against D={d:.0f}, R={r:.0f})", fontsize=8, title_fontsize=8)
+    ax.set(xlabel=METRICS["distortion"].label, ylabel=METRICS["rate"].label)  # as in rate_distortion.png
+    ax.set_title(f"Model families: {len(table)} fronts from {len(ok)} completed trials", fontsize="medium")
+    return fig
+
+
 FIGURES = {  # name -> the figure of a sweep's frame: what it needs computed by the analysis, then drawn
     "rate_distortion": plot_rate_distortion,
     "metrics_vs_beta": plot_metrics_vs_beta,
@@ -358,4 +383,5 @@ FIGURES = {  # name -> the figure of a sweep's frame: what it needs computed by 
     "importance": lambda df: plot_importance(param_importance(df)),
     "pareto_pictures": plot_pareto_pictures,
     "curves": lambda df: plot_curves(curve_table(df)),
+    "families": plot_families,
 }
