@@ -83,7 +83,7 @@ CLI_CASES = {
     "dataset.download=true to fetch it, or point dataset.data_dir at a folder holding MNIST/raw",
     # eval
     "eval.batch_size=0": "eval.batch_size=0: must be an integer >= 1",
-    "eval.iwae_k=-1": "eval.iwae_k=-1: must be an integer >= 0",
+    "eval.iwae_k=-1": "eval.iwae_k=-1: must be an integer from 0 to 100000",
     "eval.batchsize=3": "eval.batchsize: eval has no setting 'batchsize'; did you mean batch_size? "
     "(add a new key with +eval.batchsize=...)",
     # sweeps

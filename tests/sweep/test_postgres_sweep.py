@@ -180,4 +180,4 @@ def test_three_processes_fill_one_postgres_study_exactly_and_a_killed_ones_trial
         int(n) for found in re.findall(r"trial\(s\) \[([\d, ]+)\] stopped beating", logs) for n in found.split(",")
     ]
     assert killed in stale, logs[-3000:]  # the warning of fail_stale in a surviving process
-    assert "is launching 2 jobs" in (tmp_path / "b.log").read_text()  # b ran its trials two at a time (joblib)
+    assert "; 2 at a time with" in (tmp_path / "b.log").read_text()  # b ran its trials two at a time (joblib)

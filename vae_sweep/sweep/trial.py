@@ -17,13 +17,17 @@ sweep with several objectives opens no connection to the study: its loggers use 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from vae_sweep.sweep.locks import shown
+
 log = logging.getLogger(__name__)
+STORAGE_ENV = "VAE_SWEEP_STORAGE"  # the study's whole URL, password included, for the jobs a sweep launches
 PICTURES = "*.png"  # what goes into the study as artifacts, from each trial's run dir
 # objective -> the history.csv column reported after each epoch (an IWAE pass every epoch would cost iwae_k times the
 # validation, so iwae_nll reports its upper bound); an objective not listed has no per-epoch value and cannot be pruned
@@ -66,10 +70,21 @@ def refusal(pruner: Any, n_objectives: int, objective: str | None, storage: str 
 
 
 def handle_overrides(storage: str, study: str, number: int) -> tuple[str, ...]:
-    """The job overrides that address trial `number` of `study` in `storage`."""
+    """The job overrides that address trial `number` of `study` in `storage`. Overrides are logged and saved in the
+    run's .hydra/, so a password never goes into them: the handle shows it as ***, and the whole URL goes to the jobs
+    in the environment (STORAGE_ENV), which local processes, joblib's workers and Slurm jobs (sbatch exports the
+    submitting environment) inherit."""
     if storage.startswith("sqlite:///"):  # a job under submitit may start in another folder
         storage = "sqlite:///" + str(Path(storage.removeprefix("sqlite:///")).resolve())
-    return f"+trial.storage={quoted(storage)}", f"+trial.study={quoted(study)}", f"+trial.number={number}"
+    if (hidden := shown(storage)) != storage:
+        os.environ[STORAGE_ENV] = storage
+    return f"+trial.storage={quoted(hidden)}", f"+trial.study={quoted(study)}", f"+trial.number={number}"
+
+
+def storage_url(handle_storage: str) -> str:
+    """The URL a job reaches its study at: the handle's own, or, where the handle hides a password, the sweep's."""
+    full = os.environ.get(STORAGE_ENV)
+    return full if full and shown(full) == handle_storage else handle_storage
 
 
 def quoted(text: str) -> str:
@@ -92,11 +107,21 @@ def epoch_reporter(cfg: DictConfig) -> Callable[[dict], bool] | None:
             raise
         log.warning("no intermediate values for trial %s: its study is out of reach (%s)", handle.number, e)
         return None
-    key = EPOCH_VALUE[cfg.objectives[0]]
+    key, pruning_here = EPOCH_VALUE[cfg.objectives[0]], prunes()
+    reachable = [True]
 
     def report(row: dict) -> bool:
-        trial.report(float(row[key]), step=int(row["epoch"]))
-        return trial.should_prune()
+        if not reachable[0]:
+            return False
+        try:
+            trial.report(float(row[key]), step=int(row["epoch"]))
+            return trial.should_prune()
+        except Exception as e:  # the database went away for longer than the storage retries
+            if pruning_here:
+                raise
+            log.warning("trial %s: no more intermediate values, its study is out of reach (%s)", handle.number, e)
+            reachable[0] = False
+            return False
 
     return report
 
@@ -117,8 +142,9 @@ def open_trial(handle: DictConfig):
 
     from vae_sweep.sweep.study import make_storage
 
-    pruner = instantiate(HydraConfig.get().sweeper.pruner, _execution_whitelist_="optuna.pruners.*")
-    storage = make_storage(handle.storage)
+    sweeper = HydraConfig.get().sweeper
+    pruner = instantiate(sweeper.pruner, _execution_whitelist_="optuna.pruners.*")
+    storage = make_storage(storage_url(handle.storage), retry_seconds=float(sweeper.get("storage_retry_seconds") or 0))
     study = optuna.load_study(
         study_name=handle.study, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
     )  # the job samples nothing: the cheapest
