@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
+from optuna.trial import TrialState
 
+from helpers import cli
 from vae_sweep.analysis.frame import family_table, load_sweep, summary_markdown
 from vae_sweep.analysis.plots import FIGURES, plot_families, save_figures
 
@@ -70,3 +73,33 @@ def test_the_families_figure_and_summary_name_every_family(plane, tmp_path):
     assert path.stat().st_size > 10_000
     md = summary_markdown(plane)
     assert "| vamp+gaussian | 2 | 2 | 174 |" in md and "| standard+gaussian | 3 | 2 | 170 |" in md
+
+
+@pytest.mark.slow
+def test_the_families_sweep_trains_every_family_and_the_analysis_draws_their_fronts(tmp_path):
+    """sweep=families at two βs: each of the four prior x posterior families trains two trials, and the analysis
+    of that sweep draws families.png and tables each family's hypervolume."""
+    sweep_dir = tmp_path / "families"
+    args = ["--multirun", "sweep=families", "debug=tiny", "eval.pictures=false", "beta=0.3,3"]
+    out = cli([*args, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    assert len(runs) == 8 and all(r["status"] == "completed" for r in runs)
+    pairs = sorted((r["prior"], r["posterior"]) for r in runs)
+    assert pairs == sorted([(p, q) for p in ("standard", "vamp") for q in ("gaussian", "iaf")] * 2)
+    df = load_sweep(sweep_dir)
+    assert family_table(df)["trials"].tolist() == [2, 2, 2, 2]
+    assert save_figures(df, tmp_path / "out")["families"].stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_two_stochastic_layers_train_in_a_two_trial_sweep(tmp_path):
+    storage = f"sqlite:///{tmp_path}/study.db"
+    args = ["--multirun", "model=mlp2", "debug=tiny", "eval.pictures=false", "hydra.sweeper.n_trials=2"]
+    out = cli([*args, f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={tmp_path}/s"], cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "s").glob("*/metrics.json")]
+    assert [(r["prior"], r["posterior"], r["status"]) for r in runs] == [("two_layer", "two_layer", "completed")] * 2
