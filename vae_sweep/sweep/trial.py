@@ -116,8 +116,9 @@ def open_trial(handle: DictConfig):
     from hydra.utils import instantiate
 
     from vae_sweep.sweep.study import make_storage
+    from vae_sweep.trust import sweeper_targets
 
-    pruner = instantiate(HydraConfig.get().sweeper.pruner, _execution_whitelist_="optuna.pruners.*")
+    pruner = instantiate(HydraConfig.get().sweeper.pruner, _execution_whitelist_=list(sweeper_targets()))
     storage = make_storage(handle.storage)
     study = optuna.load_study(
         study_name=handle.study, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
