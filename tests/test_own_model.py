@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -97,11 +98,15 @@ def test_configs_that_run_commands_are_refused_even_with_the_example_trusted(tmp
 
 
 def test_a_config_cannot_trust_itself_through_env_set(tmp_path, untrusted):
-    conf = write_conf(
-        tmp_path / "conf",
+    conf = tmp_path / "conf"
+    shutil.copytree(MY_CONF, conf)  # the example's folder, plus an experiment that tries to trust its package
+    write_conf(
+        conf,
         {
             "experiment/trust_me.yaml": """\
             # @package _global_
+            defaults:
+              - override /model: my_vae
             hydra:
               job:
                 env_set:
@@ -109,8 +114,8 @@ def test_a_config_cannot_trust_itself_through_env_set(tmp_path, untrusted):
             """
         },
     )
-    line = refusal(["--config-dir", str(conf), "--config-dir", str(MY_CONF), "experiment=trust_me", "model=my_vae"])
-    assert line.startswith("hydra.job.env_set.VAE_SWEEP_TRUSTED_TARGETS: a config cannot trust targets;")
+    line = refusal(["--config-dir", str(conf), "experiment=trust_me", "dataset=digits"])
+    assert line.startswith("hydra.job.env_set.VAE_SWEEP_TRUSTED_TARGETS: a config cannot trust targets;"), line
     assert trust.user_targets() == ()
 
 
