@@ -6,6 +6,7 @@ loss=multirate and the disentanglement metrics through the real command line."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -137,7 +138,7 @@ def test_malformed_trust_is_one_line():
 
 def test_a_bad_setting_of_the_users_option_is_one_line_naming_it(tmp_path, trusted):
     typo = write_conf(tmp_path / "conf", {"model/typo.yaml": "_target_: my_vae.nets.ResidualVAE\nwidht: 3\n"})
-    assert refusal(["--config-dir", str(typo), "dataset=blobs", "model=typo"]) == (
+    assert refusal(["--config-dir", str(typo), "model=typo"]) == (
         "model.widht=3: my_vae.nets.ResidualVAE takes no setting 'widht'; did you mean width?"
     )
     assert refusal(["--config-dir", str(MY_CONF), "model=my_vae", "model.width=wide"]) == (
@@ -233,7 +234,7 @@ def test_example_job_trains_and_scores_disentanglement(example_job):
     metrics = json.loads((example_job / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["model"] == "my_vae" and metrics["dataset"] == "blobs"
     assert metrics["epochs"] == 2 and metrics["latent_dim"] == 6
-    assert 0 < metrics["distortion"] < 1024 * 0.7 and metrics["rate"] > 0  # 32x32 pixels, below an untrained 1024 ln 2
+    assert 0 < metrics["distortion"] < 1024 * math.log(2) and metrics["rate"] > 0  # below an untrained 32x32 model
     assert 0 <= metrics["mig"] <= 1 and 0 <= metrics["dci_disentanglement"] <= 1
     assert (example_job / "traversals_factors.png").is_file() and (example_job / "history.csv").is_file()
 
@@ -242,7 +243,7 @@ def test_example_job_trains_and_scores_disentanglement(example_job):
 def test_example_job_resumes(example_job):
     cwd = example_job.parents[2]
     vae_sweep(["--config-dir", str(MY_CONF), *SMALL, "epochs=3", f"resume={example_job}"], cwd)
-    newest = max(cwd.glob("outputs/*/*/metrics.json"), key=lambda p: p.parent.name).parent
+    (newest,) = (m.parent for m in cwd.glob("outputs/*/*/metrics.json") if m.parent != example_job)
     metrics = json.loads((newest / "metrics.json").read_text())
     assert metrics["status"] == "completed" and metrics["epochs"] == 3 and metrics["resumed_from"] == str(example_job)
     assert len((newest / "history.csv").read_text().splitlines()) == 1 + 3
