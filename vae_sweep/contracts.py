@@ -49,6 +49,7 @@ __all__ = [
     "Posterior",
     "Prior",
     "check_data",
+    "check_members",
     "check_model",
     "check_signature",
 ]
@@ -154,6 +155,26 @@ def describe(out: object) -> str:
             + ")"
         )
     return f"a {type(out).__name__}"
+
+
+# --- a loss, a likelihood, a prior or a posterior of the user's own --------------------------------------------
+
+MEMBERS = {  # group -> what its object must have, and the protocol that says so
+    "loss": (("stochastic", "__call__"), "vae_sweep.losses.Loss"),
+    "likelihood": (("distortion",), "vae_sweep.losses.Likelihood"),
+    "prior": (("standard", "log_prob", "sample"), "vae_sweep.families.Prior"),
+    "posterior": (("gaussian", "__call__"), "vae_sweep.families.Posterior"),
+}
+
+
+def check_members(obj: object, group: str, target: str) -> None:
+    """Refuse, in one line, an object of `group` that lacks a member its protocol asks for (by inspection)."""
+    members, protocol = MEMBERS[group]
+    missing = [m for m in members if not hasattr(obj, m)]
+    if missing:
+        raise ConfigError(
+            f"{group}._target_={target}: lacks {', '.join(missing)}; see {protocol} (vae_sweep/contracts.py)"
+        )
 
 
 # --- a dataset of the user's own ---------------------------------------------------------------------------------

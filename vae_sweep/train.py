@@ -22,7 +22,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_sweep.checkpoint import save_checkpoint
 from vae_sweep.checks import check_fits_in_memory
-from vae_sweep.contracts import check_model
+from vae_sweep.contracts import check_members, check_model
 from vae_sweep.data import ImageData, as_float
 from vae_sweep.evaluate import validation_terms
 from vae_sweep.families import DEFAULT_NODES, OPTION, check_family
@@ -72,6 +72,7 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     if isinstance(sized, nn.Module):  # not a module: refused below, by the contract
         check_fits_in_memory(cfg, count_parameters(sized), device)
     loss = instantiate_group(cfg.loss, "loss")
+    check_members(loss, "loss", str(cfg.loss._target_))
     prior, posterior = build_family(cfg, input_shape, loss)
     model = build_model(cfg, input_shape).use(prior, posterior)
     if isinstance(loss, BetaConditionedLoss):
@@ -80,7 +81,9 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     model = model.to(device)
     optimizer = instantiate_group(cfg.optimizer, "optimizer")(model.parameters())
     scheduler = instantiate_group(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None
-    return Parts(model, optimizer, scheduler, loss, instantiate_group(cfg.likelihood, "likelihood"))
+    likelihood = instantiate_group(cfg.likelihood, "likelihood")
+    check_members(likelihood, "likelihood", str(cfg.likelihood._target_))
+    return Parts(model, optimizer, scheduler, loss, likelihood)
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, int, int]) -> VAE:
@@ -99,6 +102,8 @@ def build_family(cfg: DictConfig, input_shape: tuple[int, int, int], loss: Loss)
     nodes = {g: cfg.get(g) or OmegaConf.create(DEFAULT_NODES[g]) for g in ("prior", "posterior")}
     prior = instantiate_group(nodes["prior"], "prior", input_shape=input_shape)
     posterior = instantiate_group(nodes["posterior"], "posterior")
+    for group, part in (("prior", prior), ("posterior", posterior)):
+        check_members(part, group, str(nodes[group]._target_))
     check_family(loss, prior, posterior, tuple(OPTION.get(n._target_, n._target_) for n in nodes.values()))
     return prior, posterior
 
