@@ -173,6 +173,11 @@ class NoDecode(nn.Module):
 class WrongShape(NoDecode):
     def decode(self, z):
         return torch.zeros(len(z), 7)  # not (B, C, H, W)
+
+
+class NotStochastic:  # a loss without `stochastic`
+    def __call__(self, distortion, rate, step):
+        return {"loss": (distortion + rate).mean()}
 """
 
 
@@ -180,6 +185,7 @@ class WrongShape(NoDecode):
     ("name", "line"),
     [
         ("NoDecode", "model._target_=broken.NoDecode: lacks decode; a model is an nn.Module with latent_dim"),
+        ("NotStochastic", "loss._target_=broken.NotStochastic: lacks stochastic; see vae_sweep.losses.Loss"),
         (
             "WrongShape",
             "model._target_=broken.WrongShape: decode(z (2, 6)) returned a torch.float32 tensor (2, 7); must be "
@@ -194,8 +200,10 @@ def test_a_class_that_breaks_the_contract_is_refused_before_training(tmp_path, m
     (tmp_path / "pkg" / "broken.py").write_text(BROKEN)
     monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
     trust.read_environment({"VAE_SWEEP_TRUSTED_TARGETS": "broken.*"})
-    conf = write_conf(tmp_path / "conf", {"model/broken.yaml": f"_target_: broken.{name}\nlatent_dim: 6\n"})
-    cfg = compose(CONF, "config", ["model=broken", "dataset=digits", "debug=tiny", "device=cpu"], conf)
+    group = "loss" if name == "NotStochastic" else "model"
+    setting = "" if group == "loss" else "latent_dim: 6\n"
+    conf = write_conf(tmp_path / "conf", {f"{group}/broken.yaml": f"_target_: broken.{name}\n{setting}"})
+    cfg = compose(CONF, "config", [f"{group}=broken", "dataset=digits", "debug=tiny", "device=cpu"], conf)
     out = tmp_path / "run"
     out.mkdir()
     try:
