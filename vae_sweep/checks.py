@@ -6,8 +6,9 @@ values are the sweeper's to check, before its first trial), and checks what came
 schema of `vae_sweep.config` (`check_config`), under --multirun the sweeper's settings, and that the output dir can be
 written. Hydra's composition errors (an unknown option or setting, a bad override) become one line too.
 
-`check_config(cfg)` is the schema check alone; every job runs it again on its own config (`job.prepare`), so the
-Compose API and each sweep trial get the same checks. `check_fits_in_memory` refuses a model too large to train.
+`check_config(cfg)` refuses any `_target_` that is not trusted (vae_sweep/trust.py), then checks the schema, and a
+trusted target of the user's own against its signature; every job runs it again on its own config (`job.prepare`),
+so the Compose API and each sweep trial get the same checks. `check_fits_in_memory` refuses a model too large to train.
 """
 
 from __future__ import annotations
