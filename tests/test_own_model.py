@@ -72,7 +72,7 @@ def test_the_users_package_is_refused_until_trusted_naming_the_variable(untruste
 
 def test_trusted_package_passes_the_checks(trusted):
     check_argv(["--config-dir", str(MY_CONF), *SMALL], CONF)
-    check_argv(["--config-dir", str(MY_CONF), "--multirun", *SMALL, "hydra.sweeper.n_trials=2"], CONF)
+    check_argv(["--config-dir", str(MY_CONF), "--multirun", *SMALL, "sweep=pareto", "hydra.sweeper.n_trials=2"], CONF)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +121,13 @@ def test_a_config_cannot_trust_itself_through_env_set(tmp_path, untrusted):
 
 
 def test_sweeper_sampler_must_be_trusted(tmp_path, untrusted):
-    argv = ["--multirun", "debug=tiny", "hydra.sweeper.n_trials=1", "hydra.sweeper.sampler._target_=os.system"]
+    argv = [
+        "--multirun",
+        "sweep=pareto",
+        "debug=tiny",
+        "hydra.sweeper.n_trials=1",
+        "hydra.sweeper.sampler._target_=os.system",
+    ]
     assert refusal(argv).startswith("hydra.sweeper.sampler._target_=os.system: not trusted;")
 
 
@@ -261,7 +267,7 @@ def test_example_job_resumes(example_job):
 def test_example_two_trial_pareto_sweep_and_its_analysis(tmp_path):
     args = ["--config-dir", str(MY_CONF), "--multirun", *SMALL, "hydra.sweeper.n_trials=2", "eval.disentanglement=null"]
     vae_sweep(args, tmp_path)
-    (sweep,) = tmp_path.glob("multirun/*/*")
+    (sweep,) = tmp_path.glob("multirun/2*/*")  # multirun/<date>/<time>, beside the study and its artifacts
     runs = sorted(sweep.glob("*/metrics.json"))
     assert [json.loads(m.read_text())["status"] for m in runs] == ["completed"] * 2
     vae_sweep([], tmp_path, module="vae_sweep.analyze")
