@@ -162,11 +162,18 @@ def run_example(args: list[str], site: Path, example: Path) -> None:
     run(argv, site, example, env)
 
 
-def test_installed_copy_runs_the_users_own_model_job_and_sweep(site, example):
+def test_installed_copy_runs_the_users_own_model_job_resume_sweep_analysis_and_multirate(site, example):
     run_example(["eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20"], site, example)
     (job_metrics,) = example.glob("outputs/*/*/metrics.json")
     metrics = json.loads(job_metrics.read_text())
     assert metrics["status"] == "completed" and metrics["model"] == "my_vae" and "mig" in metrics
+    run_example(["epochs=2", "eval.disentanglement=null", f"resume={job_metrics.parent}"], site, example)
+    (resumed,) = (m for m in example.glob("outputs/*/*/metrics.json") if m != job_metrics)
+    assert json.loads(resumed.read_text())["epochs"] == 2
     run_example(["--multirun", f"hydra.sweeper.n_trials={N_TRIALS}", "eval.disentanglement=null"], site, example)
     runs = sorted(example.glob("multirun/*/*/*/metrics.json"))
     assert [json.loads(m.read_text())["status"] for m in runs] == ["completed"] * N_TRIALS
+    run([sys.executable, "-m", "vae_sweep.analyze"], site, example)
+    assert len((runs[0].parents[1] / "analysis" / "trials.csv").read_text().splitlines()) == 1 + N_TRIALS
+    run_example(["loss=multirate", "eval.disentanglement=null", "hydra.run.dir=multirate"], site, example)
+    assert (example / "multirate" / "curve.csv").is_file()
