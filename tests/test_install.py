@@ -60,8 +60,8 @@ def empty(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("user")
 
 
-def run(argv: list[str], site: Path, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(site), "HYDRA_FULL_ERROR": "0"}
+def run(argv: list[str], site: Path, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site), "HYDRA_FULL_ERROR": "0", **(env or {})}
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, (
         f"{' '.join(argv[1:])}: exit {proc.returncode}\n{(proc.stdout + proc.stderr)[-3000:]}"
@@ -145,3 +145,35 @@ def test_installed_analysis_console_script(sweep, site, empty):
     script = site / "bin" / "vae-sweep-analyze"
     run([str(script), str(sweep.relative_to(empty)), "--out", "report"], site, empty)
     assert len((empty / "report" / "trials.csv").read_text().splitlines()) == 1 + N_TRIALS
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    """The worked example of a user's own model and data (scripts/example_user/), copied into a fresh folder."""
+    folder = tmp_path_factory.mktemp("example") / "example_user"
+    shutil.copytree(REPO / "scripts" / "example_user", folder, ignore=NOT_SOURCES)
+    return folder
+
+
+def run_example(args: list[str], site: Path, example: Path) -> None:
+    """`python -m vae_sweep --config-dir my_conf ARGS` in the example's folder, its package on the path and trusted."""
+    env = {"PYTHONPATH": os.pathsep.join([str(site), str(example)]), "VAE_SWEEP_TRUSTED_TARGETS": "my_vae.*"}
+    argv = [sys.executable, "-m", "vae_sweep", "--config-dir", "my_conf", "experiment=blobs", *SHRINK, *args]
+    run(argv, site, example, env)
+
+
+def test_installed_copy_runs_the_users_own_model_job_resume_sweep_analysis_and_multirate(site, example):
+    run_example(["eval.disentanglement.samples=40", "eval.disentanglement.batch_points=20"], site, example)
+    (job_metrics,) = example.glob("outputs/*/*/metrics.json")
+    metrics = json.loads(job_metrics.read_text())
+    assert metrics["status"] == "completed" and metrics["model"] == "my_vae" and "mig" in metrics
+    run_example(["epochs=2", "eval.disentanglement=null", f"resume={job_metrics.parent}"], site, example)
+    (resumed,) = (m for m in example.glob("outputs/*/*/metrics.json") if m != job_metrics)
+    assert json.loads(resumed.read_text())["epochs"] == 2
+    run_example(["--multirun", f"hydra.sweeper.n_trials={N_TRIALS}", "eval.disentanglement=null"], site, example)
+    runs = sorted(example.glob("multirun/*/*/*/metrics.json"))
+    assert [json.loads(m.read_text())["status"] for m in runs] == ["completed"] * N_TRIALS
+    run([sys.executable, "-m", "vae_sweep.analyze"], site, example)
+    assert len((runs[0].parents[1] / "analysis" / "trials.csv").read_text().splitlines()) == 1 + N_TRIALS
+    run_example(["loss=multirate", "eval.disentanglement=null", "hydra.run.dir=multirate"], site, example)
+    assert (example / "multirate" / "curve.csv").is_file()

@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from vae_sweep.errors import ConfigError, RunFailed
-from vae_sweep.hydra_api import TRUSTED_TARGETS
+from vae_sweep.trust import read_environment, trusted_targets
 
 
 def find_conf_dir() -> Path:
@@ -29,7 +29,6 @@ def find_conf_dir() -> Path:
 CONF_DIR = find_conf_dir()
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="config", execution_whitelist=list(TRUSTED_TARGETS))
 def task(cfg: DictConfig) -> float | tuple[float, ...]:
     """The task function: the sweeper receives what it returns. A mistake found only now (the dataset, the model's
     size, the checkpoint to resume from) ends the job in one line."""
@@ -39,6 +38,13 @@ def task(cfg: DictConfig) -> float | tuple[float, ...]:
         return run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (ConfigError, RunFailed) as e:
         raise SystemExit(f"error: {e}") from None
+
+
+def hydra_task():
+    """`task` under `hydra.main`, which may build the trusted targets only: vae_sweep's own and those named in
+    VAE_SWEEP_TRUSTED_TARGETS, read when the process started (vae_sweep/trust.py)."""
+    trusted = list(trusted_targets())
+    return hydra.main(config_path=str(CONF_DIR), config_name="config", execution_whitelist=trusted)(task)
 
 
 DEFAULT_SWEEP = "pareto"
@@ -74,6 +80,10 @@ def main() -> None:
     if "--version" in sys.argv[1:]:
         print(versions())
         return
+    try:
+        read_environment()  # VAE_SWEEP_TRUSTED_TARGETS, once, before Hydra composes anything
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
 
     if not (CONF_DIR / "config.yaml").is_file():
         here = Path(__file__).resolve().parent
@@ -89,7 +99,7 @@ def main() -> None:
     from vae_sweep.preemption import Preempted
 
     try:
-        task()
+        hydra_task()()
     except Preempted as e:  # a single job stopped by SIGTERM, SIGUSR2 or Ctrl-C (a sweep says so itself, in one line)
         if e.run_dir is None:  # before training started
             sys.exit(f"interrupted ({e.signal}) before training started: nothing to save; run the command again")

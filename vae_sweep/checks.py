@@ -6,8 +6,9 @@ values are the sweeper's to check, before its first trial), and checks what came
 schema of `vae_sweep.config` (`check_config`), under --multirun the sweeper's settings, and that the output dir can be
 written. Hydra's composition errors (an unknown option or setting, a bad override) become one line too.
 
-`check_config(cfg)` is the schema check alone; every job runs it again on its own config (`job.prepare`), so the
-Compose API and each sweep trial get the same checks. `check_fits_in_memory` refuses a model too large to train.
+`check_config(cfg)` refuses any `_target_` that is not trusted (vae_sweep/trust.py), then checks the schema, and a
+trusted target of the user's own against its signature; every job runs it again on its own config (`job.prepare`),
+so the Compose API and each sweep trial get the same checks. `check_fits_in_memory` refuses a model too large to train.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from vae_sweep.config import (
 from vae_sweep.errors import ConfigError, first_line, unknown_setting
 from vae_sweep.hydra_api import GONE, compose
 from vae_sweep.registry import DISENTANGLEMENT, METRICS, OBJECTIVES
+from vae_sweep.trust import check_trusted, is_trusted, locate
 
 if TYPE_CHECKING:
     from vae_sweep.data import ImageData
@@ -63,7 +65,9 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
 
 def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> None:
     """Check the top-level knobs, `eval`, every group's settings and the objectives where a sweep names them.
-    `choices` (group -> option, as Hydra recorded them) only names the option in messages."""
+    `choices` (group -> option, as Hydra recorded them) only names the option in messages. First of all, every
+    `_target_` must be trusted (vae_sweep/trust.py), and a target of the user's own is imported only then."""
+    check_trusted(cfg)
     check_node(cfg, RootSettings, "", "the config")
     for group in JOB_GROUPS:
         node = cfg.get(group)
@@ -73,15 +77,29 @@ def check_config(cfg: DictConfig, choices: Mapping[str, str] | None = None) -> N
             raise ConfigError(f"{group}=null: choose an option with {group}=<option>")
         if not isinstance(node, DictConfig):  # an option's name where no composition took place (the sweeper's
             continue  # check of its search space sets `optimizer=sgd` as a value); the job checks the node itself
-        schema = SCHEMAS.get(node.get("_target_"))  # a target of the user's own is left to that target
+        schema = SCHEMAS.get(node.get("_target_"))
+        where = f"{group}={choices[group]}" if choices and choices.get(group) else group
         if schema is not None:
-            where = f"{group}={choices[group]}" if choices and choices.get(group) else group
             check_node(node, schema, f"{group}.", where)
+        elif "_target_" in node:  # a target of the user's own: its settings against its signature
+            check_own(node, group)
     check_loggers(cfg)
     if cfg.get("objectives"):
         check_objectives(cfg)
     if loss_trait(cfg, "draws_curve"):
         check_multirate(cfg)
+
+
+def check_own(node: DictConfig, group: str) -> None:
+    """A group option whose target the user trusted (VAE_SWEEP_TRUSTED_TARGETS): import it, now that it is trusted,
+    and check its settings against its signature and type hints (vae_sweep/contracts.py: `check_signature`)."""
+    from vae_sweep.contracts import check_signature
+    from vae_sweep.hydra_api import TRUSTED_TARGETS
+
+    target = str(node._target_)
+    if is_trusted(target, TRUSTED_TARGETS):  # one of vae_sweep's own without a schema: left to it
+        return
+    check_signature(node, group, locate(target, f"{group}._target_"))
 
 
 def check_loggers(cfg: DictConfig) -> None:

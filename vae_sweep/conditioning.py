@@ -9,12 +9,12 @@ A β sweep trains one model per β. A β-conditioned model learns the whole rate
 - **FiLM** (Dosovitskiy & Djolonga 2020, "You Only Train Once", Sec. 3; Perez et al. 2018):
   h ← s ⊙ h + t with s = 1 + 0.01 MLP_s(η), t = 0.01 MLP_t(η): one shared MLP of η, a linear head per layer.
 
-`ConditionedVAE` wraps any `models.VAE` (mlp, conv, conv64, and any model built the same way): every Linear,
-Conv2d and ConvTranspose2d inside its encoder and decoder is conditioned, except the decoder's last one (the
-output layer) and the Gaussian head (which is not part of the encoder). It *is* a `VAE`: `encode`, `decode` and
-`forward` take an optional `beta=` (a float, or a (B,) tensor of per-example values); without it they use the
-model's own `beta` buffer, so a conditioned model at a fixed β behaves like an ordinary model everywhere
-(`evaluate`, `pictures`), and `freeze(beta)` folds the conditioning into the weights and returns a plain `VAE`.
+`ConditionedVAE` wraps any `models.VAE` (mlp, conv, conv64, and a user's model with `encoder` and `decoder`
+submodules: `models.UserVAE`): every Linear, Conv2d and ConvTranspose2d inside its encoder and decoder is
+conditioned, except the decoder's last one (the output layer) and the Gaussian head (which is not part of the
+encoder). It *is* a `VAE`: `encode`, `decode` and `forward` take an optional `beta=` (a float, or a (B,) tensor of
+per-example values); without it they use the model's own `beta` buffer, so a conditioned model at a fixed β
+behaves like an ordinary model everywhere (`evaluate`, `pictures`), and `freeze(beta)` folds the conditioning into the weights and returns a plain `VAE`.
 
 Which conditioning (`loss.conditioning`, default film) was chosen by `benchmarks/multirate.py --kinds`: on mnist_5k
 (MLP, 20 epochs, 2 seeds), FiLM's curve had the largest hypervolume (245.2-245.7k nats², gates 239.8-239.9k,
@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from vae_sweep.errors import ConfigError
-from vae_sweep.models import VAE
+from vae_sweep.models import VAE, UserVAE
 
 KINDS = ("gates", "film", "both")  # MR-VAE gates, YOTO FiLM, or gates then FiLM
 LAYERS = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)
@@ -101,9 +101,16 @@ class Conditioned(nn.Module):
 
 def hidden_layers(vae: VAE) -> list[tuple[str, str]]:
     """(qualified name, "encoder" | "decoder") of each layer to condition: every Linear/Conv2d/ConvTranspose2d
-    of the encoder, and of the decoder all but its last (the output layer)."""
-    enc = [(f"encoder.{n}", "encoder") for n, m in vae.encoder.named_modules() if isinstance(m, LAYERS)]
-    dec = [(f"decoder.{n}", "decoder") for n, m in vae.decoder.named_modules() if isinstance(m, LAYERS)]
+    of the encoder, and of the decoder all but its last (the output layer). The two parts are `vae.conditioned`:
+    `encoder` and `decoder`, or a user's model's own (`models.UserVAE`: `net.encoder`, `net.decoder`)."""
+    if vae.conditioned is None:
+        raise ConfigError(
+            "loss=multirate: the model has no `encoder` and `decoder` submodules, whose layers it conditions on beta; "
+            "give the model both (vae_sweep/contracts.py), or use loss=beta"
+        )
+    (enc_name, enc_part), (dec_name, dec_part) = ((p, vae.get_submodule(p)) for p in vae.conditioned)
+    enc = [(f"{enc_name}.{n}", "encoder") for n, m in enc_part.named_modules() if isinstance(m, LAYERS)]
+    dec = [(f"{dec_name}.{n}", "decoder") for n, m in dec_part.named_modules() if isinstance(m, LAYERS)]
     return enc + dec[:-1]
 
 
@@ -129,6 +136,9 @@ class ConditionedVAE(VAE):
         if isinstance(vae, ConditionedVAE):
             raise ConfigError("the model is already conditioned on beta")
         super().__init__(vae.encoder, vae.head, vae.decoder, vae.latent_dim)
+        self.conditioned = vae.conditioned
+        if isinstance(vae, UserVAE):
+            self.net = vae.net  # the user's model, which its encoder and decoder call
         self.kind, self.beta_min, self.beta_max = kind, float(beta_min), float(beta_max)
         self.signal = _Signal()
         layers = hidden_layers(self)
@@ -197,7 +207,10 @@ class ConditionedVAE(VAE):
         constant at a fixed β, folded into its weight and bias. Same outputs; loadable as an ordinary model."""
         with self.at_beta(self.beta.item() if beta is None else beta), torch.no_grad():
             self._tell(None)
-            plain = VAE(*(copy.deepcopy(m) for m in (self.encoder, self.head, self.decoder)), self.latent_dim)
+            if hasattr(self, "net"):
+                plain = UserVAE(copy.deepcopy(self.net))
+            else:
+                plain = VAE(*(copy.deepcopy(m) for m in (self.encoder, self.head, self.decoder)), self.latent_dim)
             for name, module in self.named_modules():
                 if isinstance(module, Conditioned):
                     _replace(plain, name, module.folded())

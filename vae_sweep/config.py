@@ -6,7 +6,7 @@ no schema class holds a default value, so there is one source of truth for each.
 
 A group's node is checked by the class that `SCHEMAS` gives for its `_target_` (so `conv` and `conv64` share one),
 which works the same under the command line, a sweep and the Compose API. A node whose `_target_` is not listed
-(a user's own model, say) is left to its target. Hydra's own keys (`_target_`, `_partial_`, ...) are not listed.
+(a user's own model, say) is checked against that target's signature and type hints (vae_sweep/contracts.py). Hydra's own keys (`_target_`, `_partial_`, ...) are not listed.
 
 Types: int, float (an int is accepted, and it must be finite), bool, str, `Literal[...]`, `list[...]`, `X | None`
 (null is accepted), a nested schema class, and `Annotated[type, Range | Length | Match | Accepts | SIZE]`.

@@ -7,8 +7,9 @@ from pathlib import Path
 from vae_sweep.errors import ConfigError, first_line, unknown_setting
 
 # The `_target_`s that configs may build: the project's own, torch's optimisers and schedulers, and optuna's samplers
-# and pruners. Hydra 1.4 refuses any other once a list is given, and warns (an error from Hydra 1.5) without one, so
-# every instantiate here passes it, and so does `hydra.main` in __main__.py.
+# and pruners, and those the user names in VAE_SWEEP_TRUSTED_TARGETS (vae_sweep/trust.py: `trusted_targets`). Hydra
+# 1.4 refuses any other once a list is given, and warns (an error from Hydra 1.5) without one, so every instantiate
+# here passes the whole list, and so does `hydra.main` in __main__.py. A model of your own needs no entry here.
 TRUSTED_TARGETS = (
     "vae_sweep.*",
     "torch.optim.*",
@@ -35,8 +36,10 @@ def instantiate_group(node, key: str, **kwargs):
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
+    from vae_sweep.trust import trusted_targets
+
     try:
-        return instantiate(node, **kwargs, _execution_whitelist_=list(TRUSTED_TARGETS))
+        return instantiate(node, **kwargs, _execution_whitelist_=list(trusted_targets()))
     except InstantiationException as e:
         cause = e.__cause__
         if isinstance(cause, ConfigError):

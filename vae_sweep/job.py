@@ -22,9 +22,11 @@ from vae_sweep.checkpoint import load_checkpoint, restore, save_checkpoint, save
 from vae_sweep.checks import check_config, check_factor_objectives
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
+from vae_sweep.contracts import check_data
 from vae_sweep.curve import beta_grid, write_curve
 from vae_sweep.errors import ConfigError, RunFailed
 from vae_sweep.evaluate import active_units, iwae_nll, rate_estimator, undefined_per_dim, validation_terms
+from vae_sweep.hydra_api import TRUSTED_TARGETS
 from vae_sweep.loggers import RunInfo, open_loggers
 from vae_sweep.models import count_parameters
 from vae_sweep.pictures import save_pictures
@@ -33,6 +35,7 @@ from vae_sweep.registry import Status, in_units, units_block
 from vae_sweep.run_files import rewrite_metrics, write_history, write_metrics
 from vae_sweep.runtime import resolve_device, set_threads
 from vae_sweep.train import Parts, TrainState, build, fit
+from vae_sweep.trust import is_trusted
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
     device = resolve_device(cfg.device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
+    if not is_trusted(str(cfg.dataset._target_), TRUSTED_TARGETS):  # the user's own: its contract
+        check_data(data, str(cfg.dataset._target_))
     check_factor_objectives(cfg, data)
     if cfg.batch_size > len(data.train_x):
         raise ConfigError(f"batch_size={cfg.batch_size}: must be at most the {len(data.train_x)} training examples")

@@ -47,7 +47,10 @@ class VAE(nn.Module):
     `encoder(x) -> features (B, F)`; `head(features) -> (mu, logvar)`; `decoder(z) -> logits (B, C, H, W)`;
     `prior` and `posterior` (vae_sweep/families.py), by default N(0, I) and the Gaussian itself: `forward` and
     `reparameterize` are that default's path; `draw` samples any posterior with log q(z|x).
+    `conditioned`: the submodules whose layers loss=multirate conditions on β (vae_sweep/conditioning.py).
     """
+
+    conditioned: tuple[str, str] | None = ("encoder", "decoder")
 
     def __init__(
         self,
@@ -97,6 +100,33 @@ class VAE(nn.Module):
         mu, logvar = self.encode(x)
         z = self.reparameterize(mu, logvar) if sample else mu
         return self.decode(z), mu, logvar
+
+
+class _Calls(nn.Module):
+    """`forward` is the method `name` of a model held by reference (not a submodule: its owner registers it once)."""
+
+    def __init__(self, net: nn.Module, name: str) -> None:
+        super().__init__()
+        object.__setattr__(self, "_net", net)
+        self.name = name
+
+    def forward(self, *args: torch.Tensor):
+        return getattr(self._net, self.name)(*args)
+
+
+class UserVAE(VAE):
+    """A model of the user's own that meets `vae_sweep.contracts.Model` (encode, decode, latent_dim), as the `VAE`
+    that training, evaluation, the pictures and the metrics use: `net.encode(x) -> (mu, logvar)` is the encoder and
+    head, `net.decode(z) -> logits` the decoder, and the prior and posterior are the config's. Its parameters are
+    `net.*` in the state_dict. loss=multirate conditions the layers of `net.encoder` and `net.decoder` when the net
+    has both submodules."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__(_Calls(net, "encode"), nn.Identity(), _Calls(net, "decode"), int(net.latent_dim))
+        self.net = net
+        parts = ("encoder", "decoder")
+        has_parts = all(isinstance(getattr(net, p, None), nn.Module) for p in parts)
+        self.conditioned = tuple(f"net.{p}" for p in parts) if has_parts else None
 
 
 # --- fully connected ------------------------------------------------------------------------------------

@@ -16,17 +16,19 @@ from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from vae_sweep.checkpoint import save_checkpoint
 from vae_sweep.checks import check_fits_in_memory
+from vae_sweep.contracts import check_members, check_model
 from vae_sweep.data import ImageData, as_float
 from vae_sweep.evaluate import validation_terms
 from vae_sweep.families import DEFAULT_NODES, OPTION, check_family
 from vae_sweep.hydra_api import instantiate_group
 from vae_sweep.losses import BetaConditionedLoss, Likelihood, Loss, distortion_and_rate
-from vae_sweep.models import VAE, count_parameters
+from vae_sweep.models import VAE, UserVAE, count_parameters
 from vae_sweep.preemption import Preempted, StopRequest
 from vae_sweep.registry import Status
 from vae_sweep.run_files import write_history
@@ -67,17 +69,31 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     A loss that conditions the model (loss=multirate) wraps it: one model for every beta, told each example's."""
     with torch.device("meta"):
         sized = instantiate_group(cfg.model, "model", input_shape=input_shape)
-    check_fits_in_memory(cfg, count_parameters(sized), device)
+    if isinstance(sized, nn.Module):  # not a module: refused below, by the contract
+        check_fits_in_memory(cfg, count_parameters(sized), device)
     loss = instantiate_group(cfg.loss, "loss")
+    check_members(loss, "loss", str(cfg.loss._target_))
     prior, posterior = build_family(cfg, input_shape, loss)
-    model = instantiate_group(cfg.model, "model", input_shape=input_shape).use(prior, posterior)
+    model = build_model(cfg, input_shape).use(prior, posterior)
     if isinstance(loss, BetaConditionedLoss):
         model = loss.condition(model)
         model.set_beta(cfg.eval.beta)  # the beta it is validated and pictured at
     model = model.to(device)
     optimizer = instantiate_group(cfg.optimizer, "optimizer")(model.parameters())
     scheduler = instantiate_group(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None
-    return Parts(model, optimizer, scheduler, loss, instantiate_group(cfg.likelihood, "likelihood"))
+    likelihood = instantiate_group(cfg.likelihood, "likelihood")
+    check_members(likelihood, "likelihood", str(cfg.likelihood._target_))
+    return Parts(model, optimizer, scheduler, loss, likelihood)
+
+
+def build_model(cfg: DictConfig, input_shape: tuple[int, int, int]) -> VAE:
+    """The model of `cfg.model`: one of vae_sweep's own, or the user's, checked against `contracts.Model` on a tiny
+    batch of the data's shape and wrapped as a `VAE` (`models.UserVAE`)."""
+    model = instantiate_group(cfg.model, "model", input_shape=input_shape)
+    if isinstance(model, VAE):
+        return model
+    check_model(model, input_shape, str(cfg.model._target_))
+    return UserVAE(model)
 
 
 def build_family(cfg: DictConfig, input_shape: tuple[int, int, int], loss: Loss):
@@ -86,6 +102,8 @@ def build_family(cfg: DictConfig, input_shape: tuple[int, int, int], loss: Loss)
     nodes = {g: cfg.get(g) or OmegaConf.create(DEFAULT_NODES[g]) for g in ("prior", "posterior")}
     prior = instantiate_group(nodes["prior"], "prior", input_shape=input_shape)
     posterior = instantiate_group(nodes["posterior"], "posterior")
+    for group, part in (("prior", prior), ("posterior", posterior)):
+        check_members(part, group, str(nodes[group]._target_))
     check_family(loss, prior, posterior, tuple(OPTION.get(n._target_, n._target_) for n in nodes.values()))
     return prior, posterior
 

@@ -12,9 +12,10 @@ from omegaconf import DictConfig
 from vae_sweep.checks import check_sweeper, check_writable, listed
 from vae_sweep.config import SCHEMAS
 from vae_sweep.errors import ConfigError, first_line
-from vae_sweep.hydra_api import GONE, SWEEPER_TARGETS
+from vae_sweep.hydra_api import GONE
 from vae_sweep.sweep.search_space import check_searched
 from vae_sweep.sweep.storage import check_storage
+from vae_sweep.trust import sweeper_targets
 
 SAMPLER, PRUNER = "hydra/sweeper/sampler", "hydra/sweeper/pruner"
 
@@ -53,7 +54,7 @@ def build(group: str, node: DictConfig, cfg: DictConfig, **kwargs: Any) -> Any:
     from hydra.utils import instantiate
 
     try:
-        return instantiate(node, **kwargs, _execution_whitelist_=list(SWEEPER_TARGETS))
+        return instantiate(node, **kwargs, _execution_whitelist_=list(sweeper_targets()))
     except (InstantiationException, TypeError, ValueError) as e:  # Hydra 1.4 passes the target's own errors on
         choice = cfg.hydra.runtime.choices.get(group)
         why = GONE.get((group, choice)) or first_line(e.__cause__ or e)

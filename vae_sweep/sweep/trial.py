@@ -141,9 +141,10 @@ def open_trial(handle: DictConfig):
     from hydra.utils import instantiate
 
     from vae_sweep.sweep.study import make_storage
+    from vae_sweep.trust import sweeper_targets
 
     sweeper = HydraConfig.get().sweeper
-    pruner = instantiate(sweeper.pruner, _execution_whitelist_="optuna.pruners.*")
+    pruner = instantiate(sweeper.pruner, _execution_whitelist_=list(sweeper_targets()))
     storage = make_storage(storage_url(handle.storage), retry_seconds=float(sweeper.get("storage_retry_seconds") or 0))
     study = optuna.load_study(
         study_name=handle.study, storage=storage, pruner=pruner, sampler=optuna.samplers.RandomSampler()
