@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
 
 import vae_sweep
 from hydra_plugins.hydra_optuna_sweeper import _impl
@@ -134,6 +135,7 @@ PRIVATE_USES = {
     "._trial_id": {"sweep/record.py", "sweep/sweeper.py"},
     "hydra._internal": {"checks.py", "sweep/progress.py"},  # progress.py: the basic launcher's logger, by name
     "hydra_plugins.hydra_optuna_sweeper._impl": {"sweep/sweeper.py", "sweep/search_space.py"},
+    "optuna.storages._rdb": {"sweep/outage.py"},  # a RUNNING trial's start time, for one that never beat
 }
 
 
@@ -142,7 +144,9 @@ def test_the_private_names_in_use_are_the_ones_checked_here():
     found: dict[str, set[str]] = {}
     for path in package.rglob("*.py"):
         text = path.read_text()
-        for name in re.findall(r"\b(?:study|trial|t)\._[a-z]\w*|hydra\._internal|hydra_optuna_sweeper\._\w+", text):
+        for name in re.findall(
+            r"\b(?:study|trial|t)\._[a-z]\w*|hydra\._internal|hydra_optuna_sweeper\._\w+|optuna(?:\.\w+)*?\._\w+", text
+        ):
             key = {"hydra_optuna_sweeper._impl": "hydra_plugins.hydra_optuna_sweeper._impl"}.get(name, name)
             key = "._trial_id" if key.endswith("._trial_id") else key
             found.setdefault(key, set()).add(path.relative_to(package).as_posix())
@@ -164,6 +168,27 @@ def test_optuna_private_study_storage_and_trial_id(tmp_path):
     again = optuna.trial.Trial(study, trial_id)
     again.report(1.0, step=1)
     assert storage.get_trial(trial_id).intermediate_values == {1: 1.0}
+
+
+def test_optuna_private_rdb_session_and_trial_model(tmp_path):
+    """sweep/outage.py overrides the RDB storage's `_get_stale_trial_ids` and reads RUNNING trials' start times and
+    heartbeats through the storage's own session and table model."""
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/s.db")
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        rows = (
+            session.query(models.TrialModel)
+            .filter(models.TrialModel.state == TrialState.RUNNING, models.TrialModel.study_id == study._study_id)
+            .all()
+        )
+        assert [(r.number, r.datetime_start is not None, list(r.heartbeats)) for r in rows] == [
+            (trial.number, True, [])
+        ]
+    assert params(optuna.storages.RDBStorage._get_stale_trial_ids) == ["self", "study_id"]
 
 
 def test_hydra_private_args_parser_reads_a_command_line_as_hydra_main_does():
