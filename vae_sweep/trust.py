@@ -78,13 +78,13 @@ def check_trusted(cfg: DictConfig) -> None:
             )
         for part in ("sampler", "pruner"):
             node = OmegaConf.select(cfg, f"hydra.sweeper.{part}", default=None)
-            check_node(node, f"hydra.sweeper.{part}", sweeper_targets())
+            check_targets(node, f"hydra.sweeper.{part}", sweeper_targets())
     for key in cfg:
         if key != "hydra":
-            check_node(cfg._get_node(key), str(key), trusted_targets())
+            check_targets(cfg._get_node(key), str(key), trusted_targets())
 
 
-def check_node(node, path: str, patterns: tuple[str, ...]) -> None:
+def check_targets(node, path: str, patterns: tuple[str, ...]) -> None:
     """`node` and everything below it: each `_target_` must match `patterns`."""
     if isinstance(node, DictConfig):
         if "_target_" in node:
@@ -92,10 +92,10 @@ def check_node(node, path: str, patterns: tuple[str, ...]) -> None:
             if not is_trusted(target, patterns):
                 raise ConfigError(untrusted(f"{path}._target_", target))
         for key in node:
-            check_node(node._get_node(key), f"{path}.{key}", patterns)
+            check_targets(node._get_node(key), f"{path}.{key}", patterns)
     elif isinstance(node, ListConfig):
         for i in range(len(node)):
-            check_node(node._get_node(i), f"{path}[{i}]", patterns)
+            check_targets(node._get_node(i), f"{path}[{i}]", patterns)
 
 
 def target_of(node: DictConfig, path: str) -> str:

@@ -31,7 +31,7 @@ def check_storage(url: str | None) -> None:
     """Refuse, in one line, a storage URL that cannot hold the study; None (in memory) is fine."""
     if url is None:
         return
-    parsed = parse(url)
+    parsed = parse_url(url)
     require_driver(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
@@ -40,7 +40,7 @@ def check_storage(url: str | None) -> None:
         check_reachable(url, parsed)
 
 
-def parse(url: str) -> URL:
+def parse_url(url: str) -> URL:
     try:
         return make_url(url)
     except (sqlalchemy.exc.ArgumentError, ValueError):
