@@ -95,7 +95,7 @@ def train_and_report(cfg: DictConfig, out_dir: Path, start: float, prepared: tup
     loggers = open_loggers(cfg, run_info(cfg, out_dir, base))  # before metrics.json: a refusal leaves no `running`
     try:
         write_metrics(out_dir, base | {"status": Status.RUNNING})
-        after_epoch = loggers.after_epoch(pruning_reporter(cfg))  # each epoch's row to the loggers, then the pruner
+        after_epoch = loggers.after_epoch(trial_reporter(cfg))  # each epoch's row to the loggers, then to the study
         fit(parts, data, cfg, state, out_dir, cfg.progress and not in_sweep(), after_epoch)
         state.stop.defer = False  # model.pt holds every epoch: from here on a signal stops the job at once
         state.stop.check()
@@ -168,7 +168,7 @@ def final_line(metrics: dict) -> str:
     return f"{metrics['status']}: {in_units(metrics, shown)}  {took}"
 
 
-def pruning_reporter(cfg: DictConfig):
+def trial_reporter(cfg: DictConfig):
     """A one-objective sweep trial (its handle `+trial.*`, vae_sweep/sweep/trial.py): the function that reports each
     epoch's validation objective to its study and says whether its pruner stops it; None for every other job."""
     if not cfg.get("trial"):
