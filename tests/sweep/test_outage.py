@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from test_sweeper_units import sweeper
 
 from vae_sweep.errors import SweepStopped
-from vae_sweep.sweep.outage import StorageLost, retrying
+from vae_sweep.sweep.outage import StorageLost, retrying, unreachable
 from vae_sweep.sweep.study import INTERRUPTED, fail_stale, heartbeat, make_storage
 
 
@@ -94,6 +94,59 @@ def test_waiting_for_others_trials_has_a_limit_and_says_what_is_left(tmp_path):
         "error: sweep stopped: waited 1 s (hydra.sweeper.wait_seconds) for trial(s) [0] running elsewhere; "
         "the study has 0 of n_trials=1 finished"
     )
+
+
+def test_a_lost_connection_found_inside_optunas_fallback_query_is_retried():
+    """optuna's `_get_trials` catches an OperationalError and queries again in the same session: the second query
+    raises PendingRollbackError, wrapped in StorageInternalError. That is the database going away, not a wrong
+    request (a CI run once stopped a worker on it)."""
+    try:
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("terminating connection"))
+    except sqlalchemy.exc.OperationalError:
+        try:
+            try:
+                raise sqlalchemy.exc.PendingRollbackError("Can't reconnect until invalid transaction is rolled back")
+            except sqlalchemy.exc.PendingRollbackError as second:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from second
+        except optuna.exceptions.StorageInternalError as e:
+            lost = e
+    try:
+        raise optuna.exceptions.StorageInternalError("commit") from sqlalchemy.exc.IntegrityError("INSERT", {}, None)
+    except optuna.exceptions.StorageInternalError as e:
+        wrong = e
+    assert unreachable(lost) and not unreachable(wrong)
+
+
+@pytest.mark.slow
+def test_a_storage_whose_connection_the_server_ends_mid_query_answers_on_a_retry(postgres_db_url):
+    """A real PostgreSQL server ends the study's connection just as optuna's `_get_trials` queries (as a server
+    shutting down does): its fallback query then fails too, and the call is answered on a retry."""
+    storage = make_storage(postgres_db_url, retry_seconds=30)
+    study = optuna.create_study(study_name="s", storage=storage)
+    first, second = study.ask(), study.ask()
+    killer = sqlalchemy.create_engine(postgres_db_url, isolation_level="AUTOCOMMIT")
+    armed = []
+
+    def end_connections_once(conn, cursor, statement, *args) -> None:
+        if armed and statement.lstrip().startswith("SELECT trials.trial_id"):
+            armed.clear()
+            with killer.connect() as k:
+                k.execute(
+                    sqlalchemy.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+
+    sqlalchemy.event.listen(storage.engine, "before_cursor_execute", end_connections_once)
+    try:
+        armed.append(True)
+        trials = storage._get_trials(study._study_id, None, {first._trial_id}, second._trial_id - 1)
+    finally:
+        killer.dispose()
+        storage.engine.dispose()
+    assert not armed  # the connection was ended mid-call
+    assert [t.number for t in trials] == [0, 1]
 
 
 @pytest.fixture

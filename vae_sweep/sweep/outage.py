@@ -39,9 +39,23 @@ class StorageLost(SweepStopped):
 
 
 def unreachable(e: BaseException) -> bool:
-    """Whether `e` says the database did not answer (rather than that a request was wrong)."""
-    cause = e.__cause__ if isinstance(e, optuna.exceptions.StorageInternalError) else e
-    return isinstance(cause, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError))
+    """Whether `e` says the database did not answer (rather than that a request was wrong).
+
+    The lost connection may be one or two links down the chain: optuna wraps SQLAlchemy's error in a
+    StorageInternalError, and where it catches an OperationalError and queries again in the same session (its
+    `_get_trials` does), the second query raises PendingRollbackError during the handling of the first."""
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)):
+            return True
+        if isinstance(link, sqlalchemy.exc.DBAPIError) and link.connection_invalidated:
+            return True
+        if not isinstance(link, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.PendingRollbackError)):
+            return False  # a wrong request, whatever happened before it
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def retrying(call: Callable[[], Any], url: str | None, retry_seconds: float) -> Any:
