@@ -56,3 +56,20 @@ def test_others_share_is_the_machines_busy_time_less_our_own():
     assert others_share((10.0, 100.0, 2.0), (20.0, 120.0, 5.0)) == pytest.approx(7 / 20)
     assert others_share((10.0, 100.0, 2.0), (12.0, 120.0, 5.0)) == 0.0  # never negative (our time counts children)
     assert others_share(None, (20.0, 120.0, 5.0)) == 0.0  # no /proc/stat: nothing known, nothing re-taken
+
+
+@pytest.mark.slow
+def test_fidelity_compares_both_loops_trained_from_the_same_weights():
+    res = subprocess.run(
+        [sys.executable, "benchmarks/fidelity.py", "--epochs", "1", "--seeds", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    header, _, row = [line for line in res.stdout.splitlines() if line.startswith("|")]
+    assert header.startswith("| seed | neg-ELBO, vae_sweep (nats) | neg-ELBO, plain loop | difference |")
+    seed, ours, plain, diff, *_ = [c.strip() for c in row.strip("|").split("|")]
+    # one epoch from the same weights: both near the same bound, between an untrained model's and a good one's
+    assert seed == "0" and 120 < float(ours) < 400 and 120 < float(plain) < 400 and diff.endswith("%")
