@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -20,6 +22,17 @@ def set_threads(threads: int | None) -> int:
     n = min(threads or cpu_count(), cpu_count())
     torch.set_num_threads(n)
     return n
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[int]:
+    """torch's intra-op threads set to `n` for the block, then back to what they were."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(device: str) -> torch.device:

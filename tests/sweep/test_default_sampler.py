@@ -36,3 +36,30 @@ def test_the_gp_sampler_suggests_after_its_startup_trials_for_two_objectives():
 
     study.optimize(objective, n_trials=5)
     assert len(study.trials) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
+def test_the_sweeper_samples_on_one_torch_thread_and_gives_the_trial_its_threads_back(tmp_path, monkeypatch):
+    """GP's tensors are too small to share out between threads: the sampler runs on one, the trials on theirs."""
+    import torch
+    from optuna.distributions import FloatDistribution
+    from test_sweeper_units import sweeper
+
+    seen = []
+    real = optuna.samplers.RandomSampler.sample_independent
+
+    def sample_independent(self, study, trial, name, distribution):
+        seen.append(torch.get_num_threads())
+        return real(self, study, trial, name, distribution)
+
+    monkeypatch.setattr(optuna.samplers.RandomSampler, "sample_independent", sample_independent)
+    url = f"sqlite:///{tmp_path}/s.db"
+    impl = sweeper({"_target_": "optuna.samplers.RandomSampler", "seed": 0}, n_trials=2, storage=url)
+    study = optuna.create_study(study_name="s", storage=url, directions=["minimize"] * 2)
+    torch.set_num_threads(2)
+    try:
+        batch = impl._ask(study, {"lr": FloatDistribution(1e-4, 1e-2, log=True)}, {}, [], parallel=2)
+        assert torch.get_num_threads() == 2  # given back for the trials
+    finally:
+        torch.set_num_threads(2)
+    assert len(batch) == 2 and seen == [1, 1]  # both trials' lr drawn on one thread
+    assert all(any(o.startswith("lr=") for o in overrides) for _, overrides in batch)

@@ -52,6 +52,7 @@ from optuna.trial import TrialState
 from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl, create_params_from_overrides
 from vae_sweep.errors import ConfigError, SweepStopped, VaeSweepError, one_line
 from vae_sweep.preemption import Preempted, mark_sweeper_process
+from vae_sweep.runtime import torch_threads
 from vae_sweep.sweep.cluster import InFlight, cluster_parallelism, remote
 from vae_sweep.sweep.outage import StorageLost
 from vae_sweep.sweep.progress import Progress
@@ -348,10 +349,12 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                 start = time.perf_counter()
                 study.sampler = self._sampler(len(trials))  # len(trials) is the next trial's number
                 resume = enqueue_resumption(study, trials)  # an interrupted trial's, to continue from its model.pt
-                with warnings.catch_warnings():  # optuna expects heartbeats under Study.optimize: we beat ourselves
-                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+                # The sampler on one torch thread: GP's tensors are a few hundred numbers, too small to share out,
+                # and two threads made its suggestions slower, five times so on a busy machine (README, "Why GP")
+                with warnings.catch_warnings(), torch_threads(1):
+                    warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)  # we beat ourselves
                     trial = study.ask()  # takes the enqueued trial first: its parameters are the old trial's
-                overrides = self._configure_trials([trial], dists, fixed, fixed_overrides)[0]
+                    overrides = self._configure_trials([trial], dists, fixed, fixed_overrides)[0]  # the suggestions
                 overrides = (*overrides, resume) if resume else overrides
                 trial.set_user_attr("sample_seconds", round(time.perf_counter() - start, 4))  # the sampler's cost
                 trial.set_user_attr("status", INTERRUPTED)
