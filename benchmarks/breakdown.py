@@ -11,6 +11,8 @@ child stamps when its first line runs, and when `main()` starts and returns.
     python benchmarks/breakdown.py --sweep 10                # and a default 10-trial sweep (per trial)
     python benchmarks/breakdown.py --repo /path/to/other/checkout --sweep 10   # before/after, alternated
     python benchmarks/breakdown.py --tiny                    # seconds, for the test that keeps this from rotting
+    python benchmarks/breakdown.py --repo ../before --repo-path /tmp/no_greenlet --no-job --sweep 30
+                                  # the --repo runs with a folder first on their path: here one that hides greenlet
 
 With `--repo`, the same command runs from each checkout in turn (ABAB...), and the tables show their medians side
 by side: "before" is the first. Phases nest (validation inside fit, IWAE inside the final metrics): the table lists
@@ -137,11 +139,13 @@ def wrap(module: str, attribute: str, timer) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- the parent
-def measure(repo: Path, argv: list[str], folder: Path) -> dict:
-    """One run of the command from checkout `repo` in `folder`: the child's timers and the parent's clocks."""
+def measure(repo: Path, argv: list[str], folder: Path, extra_path: str = "") -> dict:
+    """One run of the command from checkout `repo` in `folder`: the child's timers and the parent's clocks.
+    `extra_path` goes first on the child's PYTHONPATH (a folder that hides a package, say)."""
     folder.mkdir(parents=True)
     out = folder / "breakdown.json"
-    env = {**os.environ, "PYTHONPATH": f"{repo}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "HYDRA_FULL_ERROR": "1"}
+    path = os.pathsep.join(p for p in (extra_path, str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HYDRA_FULL_ERROR": "1"}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(out), "--", *argv]
     spawned = time.time()
     res = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, timeout=3600)
@@ -221,6 +225,9 @@ def main() -> None:
     parser.add_argument(
         "--repo", action="append", type=Path, default=[], help="another checkout to compare (first: before)"
     )
+    parser.add_argument(
+        "--repo-path", default="", help="a folder put first on the --repo runs' PYTHONPATH (not this checkout's)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs of each command from each checkout, alternated")
     parser.add_argument("--sweep", type=int, default=0, metavar="N", help="also a default N-trial sweep")
     parser.add_argument("--no-job", action="store_true", help="skip the single default job")
@@ -247,7 +254,8 @@ def main() -> None:
             for title, argv in commands.items():
                 for name, repo in repos.items():  # alternated: ABAB
                     folder = Path(tmp) / f"{len(raw[title][name])}_{abs(hash((title, name)))}"
-                    raw[title][name].append(measure(repo, argv, folder))
+                    first = args.repo_path if repo != REPO else ""
+                    raw[title][name].append(measure(repo, argv, folder, first))
     print(f"torch threads: default; {args.repeats} run(s) of each, alternated; medians")
     for title, runs in raw.items():
         print()
