@@ -1,7 +1,7 @@
 """Training throughput on the GPU in fp32 and bf16, and what a default job costs there.
 
-    python benchmarks/gpu.py                  # device=cuda when present, else the CPU: under 2 minutes on one GPU
-    python benchmarks/gpu.py --device cpu     # the same tables on the CPU (minutes: batch 1024 on conv is slow there)
+    python benchmarks/gpu.py                  # device=cuda when present, else the CPU: well under 5 minutes on a GPU
+    python benchmarks/gpu.py --device cpu     # the same tables on the CPU: about 7 minutes on 2 cores, --repeats 3
     python benchmarks/gpu.py --quick          # seconds: tiny sizes, proves the script runs (tests/test_benchmarks.py)
 
 Two tables, in markdown on stdout (progress goes to stderr):

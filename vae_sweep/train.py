@@ -116,7 +116,7 @@ def build_family(cfg: DictConfig, input_shape: tuple[int, int, int], loss: Loss)
 
 def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
     """One pass over the training set in shuffled batches. Returns the mean of each loss term, or stops early
-    with state.status = "diverged" when the loss stops being finite.
+    with state.status = "diverged" when the loss stops being finite (and returns no terms).
 
     The hot loop (benchmarks/bench.py measures it): settings are read from the config once rather than per step
     (a DictConfig lookup costs microseconds), each term's values are kept per step and summed once at the end
