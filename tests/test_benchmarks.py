@@ -32,6 +32,32 @@ def test_smoke_run_prints_every_table():
     assert len(rows) == 2 and all(line.count("x |") == 2 for line in rows)  # both ratios printed per model
 
 
+@pytest.mark.slow
+def test_gpu_script_prints_both_tables_on_the_cpu():
+    """benchmarks/gpu.py --device cpu --quick: every model x batch row with fp32, bf16 and their ratio, and both jobs."""
+    res = subprocess.run(
+        [sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = res.stdout.splitlines()
+    header = "| model | batch | device | fp32 examples/s | bf16 examples/s | bf16 / fp32 |"
+    rows = [line.split(" | ") for line in lines if line.startswith(("| mlp | ", "| conv | "))]
+    assert header in lines and [r[:3] for r in rows] == [
+        ["| mlp", "128", "cpu"],
+        ["| mlp", "1024", "cpu"],
+        ["| conv", "128", "cpu"],
+        ["| conv", "1024", "cpu"],
+    ]
+    assert all(r[-1].endswith("x |") for r in rows)  # the ratio, where both ran
+    job = "| precision | status | process s | wall_seconds | train_seconds | rest of the job s | train examples/s |"
+    jobs = [line.split(" | ")[:2] for line in lines if line.startswith(("| 32 | ", "| bf16 | "))]
+    assert job in lines and jobs == [["| 32", "completed"], ["| bf16", "completed"]]
+
+
 def _trial(end: float, wall: float, train: float, epochs: int) -> dict:
     return {"end": end, "wall_seconds": wall, "train_seconds": train, "epochs": epochs}
 

@@ -41,6 +41,9 @@ CLI_CASES = {
     "progress=1": "progress=1: must be true or false",
     "device=tpu": "device=tpu: must be auto, cpu, cuda, cuda:N or mps",
     "device=cuda:7": JOB + "device=cuda:7: ",  # the pattern is fine; this machine has no such device
+    "precision=fp8": "precision=fp8: must be 32, bf16 or 16",
+    "precision=16 device=cpu": JOB + "precision=16: fp16 trains on CUDA only (on the cpu it is slower than fp32); "
+    "use precision=bf16 or 32",
     "lattent_dim=3": "lattent_dim: the config has no setting 'lattent_dim'; did you mean latent_dim? "
     "(add a new key with +lattent_dim=...)",
     # model

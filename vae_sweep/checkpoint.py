@@ -22,12 +22,14 @@ if TYPE_CHECKING:
 
 
 def save_checkpoint(path: Path, parts: Parts, state: TrainState, cfg: DictConfig) -> None:
-    """model.pt: model, optimizer, scheduler, progress (inside an epoch, for a preempted run), RNG states and the
-    resolved config, all of it plain tensors and containers, so that `torch.load(weights_only=True)` reads it back."""
+    """model.pt: model, optimizer, scheduler, precision=16's loss scaler, progress (inside an epoch, for a preempted
+    run), RNG states and the resolved config, all of it plain tensors and containers, so that
+    `torch.load(weights_only=True)` reads it back."""
     ckpt = {
         "model": parts.model.state_dict(),
         "optimizer": parts.optimizer.state_dict(),
         "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+        "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,  # precision=16's loss scale
         "epoch": state.epoch,
         "step": state.step,
         "history": state.history,
@@ -120,11 +122,13 @@ def _leaves(prefix: str, node: object) -> list[tuple[str, object]]:
 
 
 def restore(parts: Parts, ckpt: dict, state: TrainState) -> None:
-    """Put model, optimizer, scheduler, progress and RNG streams back where the checkpoint left them."""
+    """Put model, optimizer, scheduler, loss scaler, progress and RNG streams back where the checkpoint left them."""
     parts.model.load_state_dict(ckpt["model"])
     parts.optimizer.load_state_dict(ckpt["optimizer"])
     if parts.scheduler is not None and ckpt["scheduler"] is not None:
         parts.scheduler.load_state_dict(ckpt["scheduler"])
+    if parts.scaler is not None and ckpt.get("scaler"):  # older checkpoints, and runs in 32 or bf16, have none
+        parts.scaler.load_state_dict(ckpt["scaler"])
     state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], list(ckpt["history"])
     state.train_seconds = ckpt["train_seconds"]
     position = ckpt.get("position") or {"batch": 0, "partial": {}}  # older checkpoints end at an epoch's end

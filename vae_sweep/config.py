@@ -118,6 +118,8 @@ IWAE_K_MAX = 100_000  # importance samples per example: 20x the literature's lar
 # A study's base name names its SQLite file (multirun/<name>.db), so it is a plain file name.
 STUDY_NAME = Match(r"(?!\.\.?$)[^/\\\x00]+", "a plain file name: no / or \\, not . or .. (it names multirun/<name>.db)")
 DEVICE = Match(r"auto|cpu|mps|cuda(:\d+)?", "auto, cpu, cuda, cuda:N or mps")
+# Hydra reads `precision=16` as an integer and `precision=bf16` as a string: both forms (vae_sweep/runtime.py)
+Precision = Annotated[Literal[32, 16, "32", "16", "bf16"], Accepts("32, bf16 or 16")]
 
 
 # --- the top-level knobs (conf/config.yaml) and the sweep's objectives -----------------------------------------
@@ -160,6 +162,7 @@ class RootSettings:
     batch_size: PositiveInt
     seed: Seed
     device: Annotated[str, DEVICE]
+    precision: Precision  # what the device can do is checked once it is known (checks.check_precision)
     threads: PositiveInt | None
     kl_warmup_steps: Count
     data_dir: str

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from vae_sweep import data as datasets
 from vae_sweep.checkpoint import load_checkpoint, restore, save_checkpoint, saved_epochs
-from vae_sweep.checks import check_config, check_factor_objectives
+from vae_sweep.checks import check_config, check_factor_objectives, check_precision
 from vae_sweep.conditioning import ConditionedVAE
 from vae_sweep.config import JOB_GROUPS
 from vae_sweep.contracts import check_data
@@ -50,6 +50,7 @@ def prepare(cfg: DictConfig) -> tuple[datasets.ImageData, Parts, dict | None, to
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else None
     check_config(cfg, choices=choices)
     device = resolve_device(cfg.device)
+    check_precision(cfg.precision, device)
     set_threads(cfg.threads)
     data = datasets.load(cfg.dataset, device)
     if not is_trusted(str(cfg.dataset._target_), TRUSTED_TARGETS):  # the user's own: its contract
@@ -195,6 +196,7 @@ def run_identity(cfg: DictConfig, parts: Parts, device: torch.device) -> dict:
         **group_choices(cfg),
         "binarize": cfg.dataset.get("binarize", "none"),  # numbers under different binarizations do not compare
         "device": str(device),
+        "precision": str(cfg.precision),  # "32", "bf16" or "16": training's autocast (evaluation is fp32)
         "threads": torch.get_num_threads(),
         "params": count_parameters(parts.model),
         "units": units_block(),

@@ -54,3 +54,13 @@ def resolve_device(device: str) -> torch.device:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device=mps: MPS is not available on this machine; use device=auto or device=cpu")
     return torch.device(device)
+
+
+# precision=... -> the dtype that torch.autocast computes in; None: fp32 throughout, no autocast
+AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+
+def autocast_dtype(precision: int | str) -> torch.dtype | None:
+    """`precision=32|bf16|16` as the dtype of autocast. Hydra reads `precision=16` as an integer and
+    `precision=bf16` as a string; both forms, and "16" quoted, mean the same."""
+    return AUTOCAST[str(precision)]

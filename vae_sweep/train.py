@@ -6,6 +6,7 @@ seeded permutation, so there is no DataLoader, no per-sample transform and no wo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -32,8 +33,11 @@ from vae_sweep.models import VAE, UserVAE, count_parameters
 from vae_sweep.preemption import Preempted, StopRequest
 from vae_sweep.registry import Status
 from vae_sweep.run_files import write_history
+from vae_sweep.runtime import autocast_dtype
 
 log = logging.getLogger(__name__)
+
+CHECK_EVERY = 50  # optimiser steps between reads of whether the loss is finite: each read waits for the device
 
 
 @dataclass
@@ -45,6 +49,7 @@ class Parts:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None
     loss: Loss  # __call__(distortion (B,), rate (B,), step) -> dict of scalar terms (losses.Loss)
     likelihood: Likelihood  # losses.Bernoulli or losses.Gaussian
+    scaler: torch.amp.GradScaler | None = None  # precision=16 only: fp16 gradients need loss scaling
 
 
 @dataclass
@@ -83,7 +88,8 @@ def build(cfg: DictConfig, input_shape: tuple[int, int, int], device: torch.devi
     scheduler = instantiate_group(cfg.scheduler, "scheduler")(optimizer) if cfg.get("scheduler") else None
     likelihood = instantiate_group(cfg.likelihood, "likelihood")
     check_members(likelihood, "likelihood", str(cfg.likelihood._target_))
-    return Parts(model, optimizer, scheduler, loss, likelihood)
+    scaler = torch.amp.GradScaler(device.type) if autocast_dtype(cfg.get("precision", 32)) == torch.float16 else None
+    return Parts(model, optimizer, scheduler, loss, likelihood, scaler)
 
 
 def build_model(cfg: DictConfig, input_shape: tuple[int, int, int]) -> VAE:
@@ -110,19 +116,26 @@ def build_family(cfg: DictConfig, input_shape: tuple[int, int, int], loss: Loss)
 
 def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainState) -> dict[str, float]:
     """One pass over the training set in shuffled batches. Returns the mean of each loss term, or stops early
-    with state.status = "diverged" when the loss stops being finite.
+    with state.status = "diverged" when the loss stops being finite (and returns no terms).
 
     The hot loop (benchmarks/bench.py measures it): settings are read from the config once rather than per step
-    (a DictConfig lookup costs microseconds), and each term's values are kept per step and summed once at the end
-    rather than added up step by step.
+    (a DictConfig lookup costs microseconds), each term's values are kept per step and summed once at the end
+    rather than added up step by step, and nothing waits for the device: whether the loss is finite is read from
+    the kept values every CHECK_EVERY steps and at the epoch's end (`first_non_finite`). A loss that turns
+    non-finite is therefore followed by up to CHECK_EVERY - 1 optimiser steps on NaN or inf gradients, which only
+    spoil the weights in memory: the run ends `diverged`, nothing of that epoch is written (`_epoch` writes
+    history.csv and model.pt only after a finite epoch), and the reason names the first step whose loss was not
+    finite, with state.step set back to it.
 
     Preemption: when state.stop is set (a signal), it stops after the step in progress and raises `Preempted` with
     its position in state (batch, partial, and the shuffle stream rewound to the epoch's start), for model.pt; a run
-    resumed from that checkpoint regenerates the same order and goes on from the next batch."""
+    resumed from that checkpoint regenerates the same order and goes on from the next batch. The steps not yet
+    checked are checked first, so a checkpoint never holds weights trained on a non-finite loss."""
     model, optimizer, loss, likelihood = parts.model, parts.optimizer, parts.loss, parts.likelihood
     x_all, batch_size, sample = data.train_x, int(cfg.batch_size), loss.stochastic
     multirate = isinstance(loss, BetaConditionedLoss)  # loss=multirate: a beta per example, to model and loss
     samples, dynamic = getattr(loss, "samples", 1), data.binarize == "dynamic"  # loss=iwae: k draws per example
+    autocast, scaler = precision_context(cfg, x_all.device), parts.scaler  # precision=bf16|16: forward and loss
     model.train()
     epoch_start, stop = state.shuffle.get_state(), state.stop
     order = torch.randperm(len(x_all), generator=state.shuffle).to(x_all.device)
@@ -131,27 +144,67 @@ def train_epoch(parts: Parts, data: ImageData, cfg: DictConfig, state: TrainStat
         n_batches = min(n_batches, cfg.max_batches)
     values = state.partial  # term -> its scalar value at each step (a mid-epoch checkpoint's steps first)
     first, state.batch, state.partial = state.batch, 0, {}
+    checked = len(values.get("loss", ()))  # steps whose loss is known to be finite (a checkpoint's were)
     for b in range(first, n_batches):
         x = as_float(x_all[order[b * batch_size : (b + 1) * batch_size]])  # (B, C, H, W) in [0, 1]
         x = torch.bernoulli(x) if dynamic else x  # dataset.binarize=dynamic: a fresh binary image each time
         cond = {"beta": loss.sample_beta(len(x), x.device)} if multirate else {}  # beta: (B,)
-        t = distortion_and_rate(model, likelihood, x, sample, samples, **cond)
-        terms = loss(t.distortion, t.rate, state.step, **cond)
-        if not torch.isfinite(terms["loss"]):
-            state.status, state.reason = Status.DIVERGED, f"loss is {terms['loss'].item()} at step {state.step}"
-            log.warning("%s: stopping, status=diverged", state.reason)
-            break
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        optimizer.step()
+        with autocast:
+            t = distortion_and_rate(model, likelihood, x, sample, samples, **cond)
+            terms = loss(t.distortion, t.rate, state.step, **cond)
+        optimize(optimizer, scaler, terms["loss"])
         state.step += 1
         for k, v in terms.items():
             values.setdefault(k, []).append(v.detach())
+        if state.step % CHECK_EVERY == 0 or b == n_batches - 1 or stop.signal is not None:
+            if diverged(state, values["loss"], checked):
+                return {}
+            checked = len(values["loss"])
         if stop.signal is not None:
             state.batch, state.partial = b + 1, values
             state.shuffle.set_state(epoch_start)
             raise Preempted(stop.signal)
-    return {k: torch.stack(v).sum().item() / len(v) for k, v in values.items()}
+    return {k: torch.stack(v).float().sum().item() / len(v) for k, v in values.items()}  # bf16 terms summed in fp32
+
+
+def optimize(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None, loss: torch.Tensor) -> None:
+    """One optimiser step on `loss`. precision=16 scales the loss so that small gradients survive fp16, and the
+    scaler skips a step whose gradients overflowed (then lowers the scale)."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+def diverged(state: TrainState, losses: list[torch.Tensor], checked: int) -> bool:
+    """Whether a loss since the first `checked` steps of the epoch is not finite (one read from the device); if so,
+    state says diverged, naming the first such step, and state.step goes back to it."""
+    bad = first_non_finite(losses[checked:])
+    if bad is None:
+        return False
+    value, at = losses[checked + bad].item(), state.step - (len(losses) - checked - bad)
+    state.status, state.reason, state.step = Status.DIVERGED, f"loss is {value} at step {at}", at
+    log.warning("%s: stopping, status=diverged", state.reason)
+    return True
+
+
+def first_non_finite(losses: list[torch.Tensor]) -> int | None:
+    """The index of the first loss that is NaN or infinite, or None when all are finite. losses: scalar tensors."""
+    finite = torch.isfinite(torch.stack(losses))  # (k,), on the device
+    if bool(finite.all()):  # the one sync
+        return None
+    return int((~finite).nonzero()[0, 0])
+
+
+def precision_context(cfg: DictConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """torch.autocast for precision=bf16 or 16 (the weights, their gradients and Adam's moments stay fp32), and a
+    context that does nothing for 32. Evaluation never runs under it: metrics stay fp32 (vae_sweep/evaluate.py)."""
+    dtype = autocast_dtype(cfg.get("precision", 32))
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 def fit(
