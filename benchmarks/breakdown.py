@@ -202,7 +202,8 @@ def table(runs: dict[str, list[dict]], title: str) -> str:
         head += [f"seconds{suffix}", f"per call{suffix}", f"share{suffix}"]
     lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for phase in order:
-        cells = [phase, str(statistics.median(r.get(phase, (0, 0))[1] for r in tables[names[-1]]))]
+        counts = [round(statistics.median(r.get(phase, (0, 0))[1] for r in tables[name])) for name in names]
+        cells = [phase, " / ".join(map(str, dict.fromkeys(counts)))]  # one count, or each checkout's where they differ
         for name in names:
             secs = statistics.median(r.get(phase, (0.0, 0))[0] for r in tables[name])
             calls = statistics.median(r.get(phase, (0.0, 0))[1] for r in tables[name]) or 1

@@ -10,8 +10,9 @@ Two tables, in markdown on stdout (progress goes to stderr):
   autocast): examples/s, median of the repeats. fp32 and bf16 are taken alternately (harness.alternate: one untimed
   warm-up call each, and torch.cuda.synchronize before and after every timed call), so a slow spell falls on both.
 - One default job (`python -m vae_sweep device=... precision=...` in a fresh folder, as a sweep trial runs it):
-  the seconds the process took, and metrics.json's wall_seconds and train_seconds. benchmarks/breakdown.py with
-  `device=cuda` splits such a job into its phases.
+  the seconds the process took, and metrics.json's wall_seconds and train_seconds.
+- A default 3-trial sweep on the device, phase by phase (benchmarks/breakdown.py's table): where a trial's
+  seconds go besides training.
 """
 
 from __future__ import annotations
@@ -159,7 +160,21 @@ def main() -> None:
         "the job: wall_seconds less train_seconds (checks, data, model.pt, the IWAE bound, the pictures). "
         "train examples/s: examples trained on over train_seconds.",
     )
+    print(sweep_breakdown(device, args.quick))
     print(f"\n{time.perf_counter() - start:.0f} s in all")
+
+
+def sweep_breakdown(device: torch.device, tiny: bool) -> str:
+    """A default sweep's trials on `device`, phase by phase: benchmarks/breakdown.py's table for a 3-trial sweep
+    (2 trials of debug=tiny with --quick)."""
+    log.info("breakdown: a default sweep on %s", device)
+    command = [sys.executable, str(Path(__file__).resolve().parent / "breakdown.py"), "--no-job", "--repeats", "1"]
+    command += ["--tiny", "--sweep", "2"] if tiny else ["--sweep", "3"]
+    with tempfile.TemporaryDirectory(prefix="vae_sweep_gpu_") as tmp:
+        res = subprocess.run([*command, f"device={device}"], cwd=tmp, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"benchmarks/breakdown.py failed:\n{res.stderr[-2000:]}")
+    return "\n" + res.stdout.replace("### default sweep", f"### A default sweep's trials on {device.type}", 1)
 
 
 if __name__ == "__main__":

@@ -33,14 +33,15 @@ def test_smoke_run_prints_every_table():
 
 
 @pytest.mark.slow
-def test_gpu_script_prints_both_tables_on_the_cpu():
-    """benchmarks/gpu.py --device cpu --quick: every model x batch row with fp32, bf16 and their ratio, and both jobs."""
+def test_gpu_script_prints_its_tables_on_the_cpu():
+    """benchmarks/gpu.py --device cpu --quick: every model x batch row with fp32, bf16 and their ratio, both jobs,
+    and a sweep's trials broken down."""
     res = subprocess.run(
         [sys.executable, "benchmarks/gpu.py", "--device", "cpu", "--quick"],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.splitlines()
@@ -56,6 +57,9 @@ def test_gpu_script_prints_both_tables_on_the_cpu():
     job = "| precision | status | process s | wall_seconds | train_seconds | rest of the job s | train examples/s |"
     jobs = [line.split(" | ")[:2] for line in lines if line.startswith(("| 32 | ", "| bf16 | "))]
     assert job in lines and jobs == [["| 32", "completed"], ["| bf16", "completed"]]
+    # the sweep's trials phase by phase (benchmarks/breakdown.py): both tiny trials trained
+    assert "### A default sweep's trials on cpu: python -m vae_sweep --multirun hydra.sweeper.n_trials=2" in lines
+    assert any(line.startswith("| training (train_epoch) | 2 |") for line in lines)
 
 
 def _trial(end: float, wall: float, train: float, epochs: int) -> dict:

@@ -349,8 +349,9 @@ class VaeOptunaSweeperImpl(OptunaSweeperImpl):
                 start = time.perf_counter()
                 study.sampler = self._sampler(len(trials))  # len(trials) is the next trial's number
                 resume = enqueue_resumption(study, trials)  # an interrupted trial's, to continue from its model.pt
-                # The sampler on one torch thread: GP's tensors are a few hundred numbers, too small to share out,
-                # and two threads made its suggestions slower, five times so on a busy machine (README, "Why GP")
+                # The sampler on one torch thread: GP's tensors are a few hundred numbers. On two threads its
+                # suggestions took 0.17 s on an idle 2-core machine but 0.35 s beside one busy process and 1.1 s on a
+                # loaded machine; on one, 0.22-0.24 s throughout (benchmarks/RESULTS.md, issue 20)
                 with warnings.catch_warnings(), torch_threads(1):
                     warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)  # we beat ourselves
                     trial = study.ask()  # takes the enqueued trial first: its parameters are the old trial's
