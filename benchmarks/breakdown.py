@@ -25,6 +25,7 @@ import argparse
 import builtins
 import functools
 import importlib
+import importlib.abc
 import json
 import os
 import statistics
@@ -106,10 +107,15 @@ def child(out: Path, argv: list[str]) -> None:
     import vae_sweep.job  # noqa: F401  (what every job imports; the task function imports it on its first call)
 
     seen["imports (vae_sweep and what it imports)"] = [time.perf_counter() - t, 1]
-    for module, attribute, label in [*PHASES, (*JOB_FUNCTION, "job function")]:
-        wrap(module, attribute, functools.partial(timed, label))
-    for module, attribute in RUN_JOBS:  # a sweep's launcher, and a single run
-        wrap(module, attribute, functools.partial(timed, "Hydra run_job"))
+    targets = [(m, a, functools.partial(timed, label)) for m, a, label in [*PHASES, (*JOB_FUNCTION, "job function")]]
+    targets += [(m, a, functools.partial(timed, "Hydra run_job")) for m, a in RUN_JOBS]  # a sweep's, a single run's
+    later = WrapWhenImported()
+    for module, attribute, timer in targets:
+        if module in sys.modules:
+            wrap(sys.modules[module], attribute, timer)
+        else:  # not imported yet: timed when the command imports it, so the timers import nothing it would not
+            later.pending.setdefault(module, []).append((attribute, timer))
+    sys.meta_path.insert(0, later)
     sys.argv = ["vae_sweep", *argv]
     started = time.time()
     code = 0
@@ -125,17 +131,44 @@ def child(out: Path, argv: list[str]) -> None:
     os._exit(code)  # as the real command ends: the parent times the interpreter's teardown separately below
 
 
-def wrap(module: str, attribute: str, timer) -> None:
-    """Replace `module.attribute` (or `module.Class.method`) by its timed self, where the module can be imported."""
-    try:
-        owner = importlib.import_module(module)
-    except ImportError:
-        return
+def wrap(owner, attribute: str, timer) -> None:
+    """Replace `owner.attribute` (or `owner.Class.method`) of a module by its timed self, where it exists."""
     *path, name = attribute.split(".")
     for part in path:
         owner = getattr(owner, part, None)
     if owner is not None and callable(getattr(owner, name, None)):
         setattr(owner, name, timer(getattr(owner, name)))
+
+
+class WrapWhenImported(importlib.abc.MetaPathFinder):
+    """Wraps a module's functions right after the command imports it: finds the module's spec with the other
+    finders, and runs the wrapping after its loader has executed it."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, list[tuple[str, object]]] = {}
+
+    def find_spec(self, name, path, target=None):
+        if name not in self.pending:
+            return None
+        spec = next(
+            (s for f in sys.meta_path if f is not self and (s := _spec(f, name, path, target)) is not None), None
+        )
+        if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
+            return spec
+        execute, wraps = spec.loader.exec_module, self.pending.pop(name)
+
+        def exec_module(module) -> None:
+            execute(module)
+            for attribute, timer in wraps:
+                wrap(module, attribute, timer)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def _spec(finder, name, path, target):
+    find = getattr(finder, "find_spec", None)
+    return find(name, path, target) if find is not None else None
 
 
 # ----------------------------------------------------------------------------------------------- the parent
