@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # plain_loops, sweeps: beside this file
 import harness  # noqa: E402
-from harness import alternate, config, fresh_parts, matmul, ours, train_step_flops  # noqa: E402
+from harness import alternate, config, fresh_parts, matmul, ours, table, train_step_flops  # noqa: E402
 from plain_loops import dataloader_epoch, in_memory_epoch, mnist_loader  # noqa: E402
 from sweeps import SweepRun, overhead, run_sweep, trials_per_minute  # noqa: E402
 
@@ -98,30 +98,6 @@ def loop_contenders(cfg: DictConfig, device: torch.device) -> dict[str, Callable
 
 
 # --- sections: each prints one markdown table ------------------------------------------------------------
-
-
-def table(title: str, header: list[str], rows: list[list], note: str = "") -> None:
-    """Print a markdown table, with a note of the samples that other processes disturbed since the last one."""
-    retaken, kept = harness.DISTURBANCE.take()
-    if retaken or kept:
-        note += (
-            f"{' ' if note else ''}Other processes used the CPU during {retaken + kept} samples: {retaken} were "
-            f"re-taken, {kept} kept after {harness.RETRIES} re-takes (figures resting on kept samples are less reliable)."
-        )
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(_cell(v) for v in row) + " |")
-    if note:
-        print(f"\n{note}")
-    sys.stdout.flush()
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
-    return str(v)
 
 
 def machine(threads: int) -> None:

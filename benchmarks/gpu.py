@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness, beside this file
 import harness  # noqa: E402
-from harness import REPO, alternate, config, ours  # noqa: E402
+from harness import REPO, alternate, config, ours, table  # noqa: E402
 
 from vae_sweep.runtime import resolve_device, set_threads  # noqa: E402
 
@@ -98,26 +98,6 @@ def default_job(device: torch.device, precision: str, folder: Path, tiny: bool) 
     trained = m["steps"] * 128  # examples: the default batch_size
     rest = m["wall_seconds"] - m["train_seconds"]
     return [precision, m["status"], seconds, m["wall_seconds"], m["train_seconds"], rest, trained / m["train_seconds"]]
-
-
-def table(title: str, header: list[str], rows: list[list], note: str = "") -> None:
-    retaken, kept = harness.DISTURBANCE.take()
-    if retaken or kept:
-        note += f"{' ' if note else ''}Other processes used the CPU during {retaken + kept} samples ({kept} kept)."
-    print(f"\n### {title}\n")
-    print("| " + " | ".join(header) + " |")
-    print("|" + "|".join("---" for _ in header) + "|")
-    for row in rows:
-        print("| " + " | ".join(cell(v) for v in row) + " |")
-    if note:
-        print(f"\n{note}")
-    sys.stdout.flush()
-
-
-def cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
-    return str(v)
 
 
 def machine(device: torch.device) -> str:

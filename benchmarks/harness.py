@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,3 +149,28 @@ def ours(cfg: DictConfig, device: torch.device, epochs: int = 1) -> Callable[[],
         return n * epochs
 
     return epoch
+
+
+def table(title: str, header: list[str], rows: list[list], note: str = "") -> None:
+    """Print a markdown table, with a note of the samples that other processes disturbed since the last one."""
+    retaken, kept = DISTURBANCE.take()
+    if retaken or kept:
+        note += (
+            f"{' ' if note else ''}Other processes used the CPU during {retaken + kept} samples: {retaken} were "
+            f"re-taken, {kept} kept after {RETRIES} re-takes (figures resting on kept samples are less reliable)."
+        )
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(cell(v) for v in row) + " |")
+    if note:
+        print(f"\n{note}")
+    sys.stdout.flush()
+
+
+def cell(v) -> str:
+    """A table cell: large rates with thousands separators, small numbers to 3 significant digits."""
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+    return str(v)
