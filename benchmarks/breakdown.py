@@ -69,8 +69,8 @@ PHASES = [
 ]
 JOB_FUNCTION = ("vae_sweep.job", "run")  # the task's own time; Hydra's job bookkeeping is run_job minus this
 RUN_JOBS = [("hydra._internal.core_plugins.basic_launcher", "run_job"), ("hydra._internal.hydra", "run_job")]
-WATCHED_IMPORTS = ("torch._dynamo", "matplotlib.pyplot", "sklearn", "scipy.stats", "pandas", "optuna", "PIL.Image")
-COLUMNS = ("phase", "calls", "seconds", "share")  # a run's table; with --repo, one seconds column per checkout
+# the first import of each, timed where it happens: a package (any of its modules) or one module by its full name
+WATCHED_IMPORTS = ("torch._dynamo", "matplotlib", "sklearn", "scipy", "pandas", "optuna", "PIL")
 
 
 # ------------------------------------------------------------------------------------------------ the child
@@ -95,8 +95,9 @@ def child(out: Path, argv: list[str]) -> None:
     original_import = builtins.__import__
 
     def watching_import(name, globals=None, locals=None, fromlist=(), level=0):
-        if level == 0 and name in WATCHED_IMPORTS and name not in sys.modules:
-            return timed(f"of which: import {name} (first use)", original_import)(
+        watched = name if name in WATCHED_IMPORTS else name.partition(".")[0]  # `matplotlib.figure`: matplotlib
+        if level == 0 and watched in WATCHED_IMPORTS and watched not in sys.modules:
+            return timed(f"of which: import {watched} (first use)", original_import)(
                 name, globals, locals, fromlist, level
             )
         return original_import(name, globals, locals, fromlist, level)
@@ -122,13 +123,12 @@ def child(out: Path, argv: list[str]) -> None:
     try:
         entry.main()
     except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
+        code = 0 if e.code is None else e.code if isinstance(e.code, int) else 1
         if e.code not in (None, 0):
             print(e.code, file=sys.stderr)
     ended = time.time()
     out.write_text(json.dumps({"first": first, "main": [started, ended], "phases": seen, "code": code}))
-    sys.stdout.flush()
-    os._exit(code)  # as the real command ends: the parent times the interpreter's teardown separately below
+    sys.exit(code)  # as the real command ends, interpreter teardown included: the parent times it ("interpreter exit")
 
 
 def wrap(owner, attribute: str, timer) -> None:
