@@ -193,6 +193,11 @@ def measure(repo: Path, argv: list[str], folder: Path, extra_path: str = "") -> 
     return run
 
 
+def trained(run: dict) -> float:
+    """Seconds its jobs trained (metrics.json's train_seconds, validation every epoch included), all jobs together."""
+    return sum(m.get("train_seconds", 0.0) for m in run["metrics"])
+
+
 def rows(run: dict) -> dict[str, tuple[float, int]]:
     """A run's table: phase -> (seconds in the whole command, calls). The job's phases are leaves of the job
     function, whose rest is `other`; `of which` rows are inside the row before them and add to nothing. What the
@@ -218,8 +223,7 @@ def rows(run: dict) -> dict[str, tuple[float, int]]:
     out[rest] = ((end - start) - named, max(n_jobs, 1))
     out["interpreter exit"] = (run["exited"] - end, 1)
     out["whole command (wall)"] = (run["wall"], 1)
-    train = sum(m.get("train_seconds", 0.0) for m in run["metrics"])
-    out["of which training (metrics.json train_seconds)"] = (train, len(run["metrics"]))
+    out["of which training (metrics.json train_seconds)"] = (trained(run), len(run["metrics"]))
     return out
 
 
@@ -237,9 +241,9 @@ def table(runs: dict[str, list[dict]], title: str) -> str:
     for phase in order:
         counts = [round(statistics.median(r.get(phase, (0, 0))[1] for r in tables[name])) for name in names]
         cells = [phase, " / ".join(map(str, dict.fromkeys(counts)))]  # one count, or each checkout's where they differ
-        for name in names:
+        for name, calls in zip(names, counts):
             secs = statistics.median(r.get(phase, (0.0, 0))[0] for r in tables[name])
-            calls = statistics.median(r.get(phase, (0.0, 0))[1] for r in tables[name]) or 1
+            calls = calls or 1
             wall = statistics.median(r["whole command (wall)"][0] for r in tables[name])
             cells += [f"{secs:.3f}", f"{secs / calls:.3f}", f"{100 * secs / wall:.1f} %"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -249,7 +253,7 @@ def table(runs: dict[str, list[dict]], title: str) -> str:
 def efficiency(runs: list[dict]) -> tuple[float, float, float]:
     """(wall seconds, training over wall, time inside the job functions over wall): medians over runs."""
     walls = [r["wall"] for r in runs]
-    train = [sum(m.get("train_seconds", 0.0) for m in r["metrics"]) / r["wall"] for r in runs]
+    train = [trained(r) / r["wall"] for r in runs]
     inside = [r["phases"].get("job function", [0.0])[0] / r["wall"] for r in runs]
     return statistics.median(walls), statistics.median(train), statistics.median(inside)
 
